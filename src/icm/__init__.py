@@ -1,0 +1,48 @@
+"""icm: Internal Coherence Maximization (Wen et al. 2025), unsupervised elicitation of labels.
+
+import icm
+task = icm.get_task("truthfulqa")
+data = task.load("train.json")
+model = icm.TransformersModel.load("default", fmt=task.fmt)
+search = icm.Search(data.examples, model, task.rule)
+state = search.start(seed=0)
+for step in search.run(state, iterations=32):
+    ...
+"""
+
+from .config import RunConfig
+from .core.data import Example, PromptFormat
+from .core.model import LabelModel
+from .core.search import Search, SearchConfig, State
+from .errors import IcmError
+from .run import Run
+from .tasks import Dataset, Task, get_task, load_task_spec
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The transformers backend imports torch: load it only when asked for.
+    if name == "TransformersModel":
+        from .backends.transformers import TransformersModel
+
+        return TransformersModel
+    raise AttributeError(name)
+
+
+__all__ = [
+    "Dataset",
+    "Example",
+    "IcmError",
+    "LabelModel",
+    "PromptFormat",
+    "Run",
+    "RunConfig",
+    "Search",
+    "SearchConfig",
+    "State",
+    "Task",
+    "TransformersModel",
+    "get_task",
+    "load_task_spec",
+]

