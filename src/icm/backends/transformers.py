@@ -152,7 +152,10 @@ class TransformersModel:
         trust_remote_code: bool = False,
     ) -> TransformersModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging
 
+        logging.set_verbosity_error()  # load reports and progress bars would bury icm's own output
+        logging.disable_progress_bar()
         path = resolve(name)
         try:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
