@@ -51,13 +51,24 @@ def _config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfi
     return cfg
 
 
-def _progress(total: int, done: int):
+def _progress():
+    """A tqdm bar per batch, made at the first step (so a resumed run starts where it stopped)."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=done, desc="icm", unit="it", dynamic_ncols=True)
+    current: dict = {}
 
     def on_step(step, state, row) -> None:
+        batch = row.get("batch")
+        if current.get("batch", -1) != batch or "bar" not in current:
+            if "bar" in current:
+                current["bar"].close()
+            desc = "icm" if batch is None else f"icm batch {batch}/{row['batches']}"
+            current["bar"] = tqdm(
+                total=row["total"], initial=step.n - 1, desc=desc, unit="it", dynamic_ncols=True
+            )
+            current["batch"] = batch
         agree = row["agreement"]
+        bar = current["bar"]
         bar.set_postfix(
             U=f"{row['U']:.1f}",
             T=f"{row['T']:.2f}",
@@ -67,13 +78,15 @@ def _progress(total: int, done: int):
             tok=row["tokens"],
         )
         bar.update(1)
-        if step.n >= total:
+        if step.n >= row["total"]:
             bar.close()
+            del current["bar"]
 
     return on_step
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import atomic
     from .run import Run
 
     if args.resume:
@@ -84,35 +97,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         fixed = sorted(changed - RESUMABLE)
         if fixed:
-            raise IcmError(
-                f"{args.resume}: --resume keeps the run's settings; cannot change {fixed}"
-            )
+            raise IcmError(f"{args.resume}: --resume keeps the run's settings; not {fixed}")
         run.cfg = _config(args, run.cfg)
-        from . import atomic
-
         atomic.write_json(run.folder / "config.json", run.cfg.to_json())
     else:
         if not args.out:
             raise IcmError("pass --out FOLDER for a new run (or --resume FOLDER)")
         run = Run.create(_config(args), args.out, overwrite=args.overwrite)
-    summary = _execute(run, args.progress)
+    summary = run.execute(on_step=_progress() if args.progress else None)
     print_summary(summary, run.folder)
     return 0
-
-
-def _execute(run, progress: bool) -> dict:
-    import json
-
-    done = 0
-    state = run.folder / "state.json"
-    if state.exists():
-        done = json.loads(state.read_text())["iteration"]
-    from .run import load_data
-
-    total = run.cfg.iterations
-    if total is None:
-        total = 2 * len(load_data(run.cfg)[1])
-    return run.execute(on_step=_progress(total, done) if progress else None)
 
 
 def print_summary(s: dict, folder: Path) -> None:

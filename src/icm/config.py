@@ -43,6 +43,14 @@ class RunConfig:
             "help": "total search iterations (default: 2 x examples); on --resume, the new total"
         },
     )
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "rows per search batch (whole groups; the paper used 256); default: all"},
+    )
+    context_tokens: int | None = field(
+        default=None,
+        metadata={"help": "prompt-token budget of a batch (default: the model's context length)"},
+    )
     seed: int = field(default=0, metadata={"help": "random seed: same seed and model, same run"})
     search: SearchConfig = field(default_factory=SearchConfig)
 

@@ -62,6 +62,37 @@ def make_model(cfg: RunConfig, task: Task) -> LabelModel:
     raise IcmError(f"unknown backend {cfg.backend!r}; choose transformers")
 
 
+SUMMED = ("inconsistencies", "searched", "iterations", "accepted", "model_calls", "tokens")
+
+
+def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
+    """Cut the data into batches of whole groups, in file order, by rows and by prompt tokens.
+
+    A batch's prompts hold all its other labelled examples, so a batch must fit the context:
+    `--context-tokens` (default: the model's context, when the backend knows it) bounds the sum
+    of its demonstrations' tokens, `--batch-size` its rows.
+    """
+    limit_rows = cfg.batch_size or len(data)
+    count = getattr(model, "count_tokens", None) or (lambda text: len(text) // 3 + 1)
+    budget = cfg.context_tokens or getattr(model, "max_context", None)
+    costs = [count(ex.prompt) + 3 for ex in data.examples] if budget else [0] * len(data)
+    # Every prompt is the batch's other demonstrations plus one query: keep room for the longest.
+    room = budget - max(costs) if budget else float("inf")
+    groups: dict[object, list[int]] = {}
+    for i, ex in enumerate(data.examples):
+        groups.setdefault(ex.group if ex.group is not None else ("row", i), []).append(i)
+    parts: list[list[int]] = [[]]
+    used = 0
+    for members in groups.values():
+        cost = sum(costs[i] for i in members)
+        if parts[-1] and (len(parts[-1]) + len(members) > limit_rows or used + cost > room):
+            parts.append([])
+            used = 0
+        parts[-1].extend(members)
+        used += cost
+    return parts
+
+
 def agreement(labels: list[int], gold: list[int | None]) -> float | None:
     """Fraction of labelled examples with gold whose ICM label matches it (reporting only)."""
     pairs = [(y, g) for y, g in zip(labels, gold, strict=True) if y >= 0 and g is not None]
@@ -103,17 +134,79 @@ class Run:
         model: LabelModel | None = None,
         on_step: Callable[[Step, State, dict], None] | None = None,
     ) -> dict:
-        """Search (from the checkpoint if there is one) until the configured iterations; then
-        write labels.jsonl and summary.json and return the summary."""
+        """Search every batch (from its checkpoint if it has one) until the configured
+        iterations; write labels.jsonl and summary.json and return the summary.
+
+        A data set that fits one batch keeps the flat layout; otherwise each batch gets its own
+        folder `batches/NNN/` with the same files, and the top level holds the merged outputs.
+        """
         cfg = self.cfg
         task, data = load_data(cfg)
         model = model or make_model(cfg, task)
-        search = Search(data.examples, model, task.rule, cfg.search)
+        parts = batches(data, cfg, model)
+        if len(parts) == 1:
+            return self.search_batch(self.folder, data, model, task.rule, cfg.seed, on_step)
+        summaries = []
+        for b, idx in enumerate(parts):
+            folder = self.folder / "batches" / f"{b:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            done = folder / SUMMARY
+            if done.exists() and (folder / LABELS).exists():
+                summaries.append(json.loads(done.read_text()))
+                continue
+
+            def step_b(step: Step, state: State, row: dict, b: int = b) -> None:
+                if on_step:
+                    on_step(step, state, {**row, "batch": b + 1, "batches": len(parts)})
+
+            summaries.append(
+                self.search_batch(folder, data.subset(idx), model, task.rule, cfg.seed + b, step_b)
+            )
+        return self.merge(data, parts, summaries)
+
+    def merge(self, data: Dataset, parts: list[list[int]], summaries: list[dict]) -> dict:
+        """labels.jsonl in the input's row order, and one summary over the batches."""
+        rows: list[dict] = [{}] * len(data)
+        for b, idx in enumerate(parts):
+            labelled = atomic.read_jsonl(self.folder / "batches" / f"{b:03d}" / LABELS)
+            for i, row in zip(idx, labelled, strict=True):
+                rows[i] = {**row, "icm_batch": b}
+        atomic.write_jsonl(self.folder / LABELS, rows)
+        final = [int(r["icm_label"]) for r in rows]
+        total = {k: sum(s[k] for s in summaries) for k in SUMMED}
+        summary = {
+            "utility": sum(s["utility"] for s in summaries),
+            "inconsistencies": total["inconsistencies"],
+            "examples": len(data),
+            "batches": len(parts),
+            "searched": total["searched"],
+            "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
+            "agreement": agreement(final, data.gold),
+            "gold_available": int(sum(g is not None for g in data.gold)),
+            **{k: total[k] for k in ("iterations", "accepted", "model_calls", "tokens")},
+            "seconds": round(sum(s["seconds"] for s in summaries), 3),
+            "per_batch": summaries,
+        }
+        atomic.write_json(self.folder / SUMMARY, summary)
+        return summary
+
+    def search_batch(
+        self,
+        folder: Path,
+        data: Dataset,
+        model: LabelModel,
+        rule: str,
+        seed: int,
+        on_step: Callable[[Step, State, dict], None] | None = None,
+    ) -> dict:
+        """Algorithm 1 on one batch, checkpointed in `folder` after every iteration."""
+        cfg = self.cfg
+        search = Search(data.examples, model, rule, cfg.search)
         total = cfg.iterations if cfg.iterations is not None else 2 * len(data)
         stats = {"seconds": 0.0, "calls": 0, "tokens": 0}
         base_calls, base_tokens = model.calls, model.tokens
         t0 = time.perf_counter()
-        state_path, trace_path = self.folder / STATE, self.folder / TRACE
+        state_path, trace_path = folder / STATE, folder / TRACE
 
         def counters() -> dict:
             return {
@@ -134,7 +227,7 @@ class Run:
         else:
             if len(data.examples) < 2:
                 raise IcmError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
-            state = search.start(cfg.seed)
+            state = search.start(seed)
             atomic.write_json(state_path, {**state.to_json(), **counters()})
         for step in search.run(state, total):
             row = {
@@ -157,16 +250,21 @@ class Run:
             atomic.write_json(state_path, {**state.to_json(), **c})
             if on_step:
                 on_step(step, state, {**row, **c, "total": total})
-        return self.finish(search, state, data, counters)
+        return self.finish(folder, search, state, data, counters)
 
     def finish(
-        self, search: Search, state: State, data: Dataset, counters: Callable[[], dict]
+        self,
+        folder: Path,
+        search: Search,
+        state: State,
+        data: Dataset,
+        counters: Callable[[], dict],
     ) -> dict:
         terms = search.final_terms(state.labels)
         logodds = terms[:, 1] - terms[:, 0]
         final = [y if y >= 0 else int(lo > 0) for y, lo in zip(state.labels, logodds, strict=True)]
         atomic.write_jsonl(
-            self.folder / LABELS,
+            folder / LABELS,
             (
                 {**row, "icm_label": bool(y), "icm_logodds": float(lo), "icm_searched": s >= 0}
                 for row, y, lo, s in zip(data.rows, final, logodds, state.labels, strict=True)
@@ -191,5 +289,5 @@ class Run:
             "seconds": round(c["seconds"], 3),
             "mean_abs_logodds": float(np.abs(logodds).mean()),
         }
-        atomic.write_json(self.folder / SUMMARY, summary)
+        atomic.write_json(folder / SUMMARY, summary)
         return summary

@@ -171,6 +171,10 @@ class TransformersModel:
     def _encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False) if text else []
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` alone (batching uses it to fit batches into the context)."""
+        return len(self._encode(text))
+
     def _piece(self, prompt: str, label: int) -> list[int]:
         """Token ids of a demonstration (label 0/1) or of the bare query (label -1), memoised.
 
