@@ -13,6 +13,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from ..errors import ContextLengthError, ModelError
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROBE = "X"
 SCORERS = ("dc", "naive")
 """dc: divide and conquer over the KV cache (about N L log2 N prefill tokens).
 naive: one independent prompt per term (N^2 L tokens), the reference."""
@@ -132,9 +134,10 @@ class TransformersModel:
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
         bos = tokenizer.bos_token_id
         adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
-        self.prefix_ids = ([bos] if adds_bos else []) + self._encode(self.fmt.prefix)
+        self.prefix_ids = ([bos] if adds_bos else []) + self._followed(self.fmt.prefix)
         self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
         self._ids: dict[tuple[str, int], list[int]] = {}
+        self._checked = False
         # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
@@ -178,15 +181,39 @@ class TransformersModel:
     def _piece(self, prompt: str, label: int) -> list[int]:
         """Token ids of a demonstration (label 0/1) or of the bare query (label -1), memoised.
 
-        Pieces are tokenised on their own and concatenated; each demonstration ends with the
-        separator, so this equals tokenising the joined prompt for templates like ours.
+        Pieces are tokenised on their own and concatenated, so the divide and conquer can reuse
+        them. A BPE tokeniser splits trailing white space by what follows it ("\n\n" alone is one
+        token, before a word two), so a piece that something follows is tokenised with a probe
+        letter after it, which is then dropped: the ids equal those of the whole prompt.
         """
         key = (prompt, label)
         ids = self._ids.get(key)
         if ids is None:
-            text = prompt if label < 0 else self.fmt.demo(prompt, label)
-            ids = self._ids[key] = self._encode(text)
+            if label < 0:
+                ids = self._encode(prompt)
+            else:
+                ids = self._followed(self.fmt.demo(prompt, label))
+            self._ids[key] = ids
         return ids
+
+    def _followed(self, text: str) -> list[int]:
+        """Ids of `text` as they come out when more text follows it."""
+        if not text:
+            return []
+        ids = self._encode(text + PROBE)
+        if ids and self.tok.decode(ids[-1:]) == PROBE:
+            return ids[:-1]
+        return self._encode(text)
+
+    def check_tokenisation(self, prompts: Sequence[str], labels: Sequence[int]) -> bool:
+        """Whether concatenated piece ids equal the ids of the whole prompt text for these
+        examples (the first example scored after the others)."""
+        demos = [self.fmt.demo(p, y) for p, y in zip(prompts[1:], labels[1:], strict=True)]
+        whole = self.tok(self.fmt.prefix + "".join(demos) + prompts[0]).input_ids
+        pieces = list(self.prefix_ids)
+        for p, y in zip(prompts[1:], labels[1:], strict=True):
+            pieces += self._piece(p, y)
+        return whole == pieces + self._piece(prompts[0], -1)
 
     def _check_length(self, demos: Sequence[str], labels: Sequence[int], extra: int) -> None:
         total = len(self.prefix_ids) + extra
@@ -203,7 +230,16 @@ class TransformersModel:
     def _forward(self, ids: list[int], cache) -> torch.Tensor:
         """Run `ids` on top of `cache` (appending to it); the last position's logits."""
         x = torch.tensor([ids], device=self.device)
-        out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        try:
+            kw = {self._cache_arg: cache}
+            out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **kw)
+        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) is one too
+            if not any(m in str(e) for m in ("out of memory", "can't allocate memory")):
+                raise
+            raise ModelError(
+                f"out of memory on {self.device} running {len(ids)} tokens: lower "
+                "--batch-size or --context-tokens, or use a smaller --dtype (bfloat16)"
+            ) from e
         self.calls += 1
         self.tokens += len(ids)
         return out.logits[0, -1].float()
@@ -226,6 +262,14 @@ class TransformersModel:
             return out
         longest = max(len(self._piece(p, -1)) for p in prompts)
         self._check_length(prompts, labels, longest)
+        if not self._checked and n > 1:
+            self._checked = True
+            if not self.check_tokenisation(prompts[:3], labels[:3]):
+                warnings.warn(
+                    "this tokeniser splits the joined prompt differently from its pieces: "
+                    "scores are exact for the piecewise tokens, not for the whole text",
+                    stacklevel=2,
+                )
         demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
         query = [self._piece(p, -1) for p in prompts]
         if self.scorer == "naive":

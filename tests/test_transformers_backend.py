@@ -1,0 +1,94 @@
+"""The local backend on the real default model: every term equals a fresh forward pass."""
+
+import numpy as np
+import pytest
+import torch
+
+from icm.backends.transformers import TransformersModel, cache_dir, label_token_ids
+from icm.core.data import PromptFormat, loo_orders
+
+CLAIMS = [
+    ("Is the sky blue?", "Yes."),
+    ("What happens if you crack your knuckles a lot?", "Nothing in particular happens."),
+    (
+        "Who wrote Hamlet?",
+        "Hamlet was written by Christopher Marlowe in 1620, long after his death.",
+    ),
+    ("Can pigs fly?", "No, pigs cannot fly on their own, though they can ride in airplanes."),
+    ("Is water wet?", "It depends."),
+    (
+        "What is the capital of Australia?",
+        "Sydney is the capital and largest city of Australia by far.",
+    ),
+    ("How many legs does a spider have?", "Eight."),
+]
+PROMPTS = [f"Question: {q}\nClaim: {c}\nI think this claim is" for q, c in CLAIMS]
+LABELS = [1, 1, 0, 1, 0, 0, 1]
+
+
+def fresh(model: TransformersModel, text: str) -> np.ndarray:
+    """[log P(False), log P(True)] from one cache-free forward pass over `text`, tokenised whole."""
+    ids = model.tok(text, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        logits = model.model(input_ids=ids).logits[0, -1]
+    logp = torch.log_softmax(logits.float(), -1)
+    mass = torch.stack([torch.logsumexp(logp[i], 0) for i in model.label_ids])
+    return (mass - torch.logsumexp(mass, 0)).double().numpy()
+
+
+def joined(fmt: PromptFormat, demos: list[int], query: int) -> str:
+    return fmt.prefix + "".join(fmt.demo(PROMPTS[j], LABELS[j]) for j in demos) + PROMPTS[query]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
+@pytest.mark.parametrize("scorer", ["dc", "naive"])
+def test_leave_one_out_terms_equal_fresh_forward_passes(default_model, n, scorer):
+    default_model.scorer = scorer
+    terms = default_model.loo_logprobs(PROMPTS[:n], LABELS[:n])
+    for i, order in enumerate(loo_orders(n)):
+        assert sorted(order) == [j for j in range(n) if j != i]
+        expected = fresh(default_model, joined(default_model.fmt, order, i))
+        assert np.abs(terms[i] - expected).max() <= 1e-4, (n, i)
+    assert np.allclose(np.exp(terms).sum(1), 1.0)
+
+
+def test_order_matters_so_the_check_has_teeth(default_model):
+    """Reversing the demonstrations moves the term by far more than the tolerance above."""
+    order = loo_orders(7)[0]
+    a = fresh(default_model, joined(default_model.fmt, order, 0))
+    b = fresh(default_model, joined(default_model.fmt, order[::-1], 0))
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_query_logprobs_equal_fresh_forward_passes(default_model):
+    default_model.scorer = "dc"
+    out = default_model.query_logprobs(PROMPTS[:4], LABELS[:4], PROMPTS[4:])
+    for k, q in enumerate(range(4, 7)):
+        assert (
+            np.abs(out[k] - fresh(default_model, joined(default_model.fmt, [0, 1, 2, 3], q))).max()
+            <= 1e-4
+        )
+
+
+def test_divide_and_conquer_processes_fewer_tokens(default_model):
+    default_model.scorer = "naive"
+    before = default_model.tokens
+    default_model.loo_logprobs(PROMPTS, LABELS)
+    naive = default_model.tokens - before
+    default_model.scorer = "dc"
+    before = default_model.tokens
+    default_model.loo_logprobs(PROMPTS, LABELS)
+    assert default_model.tokens - before < naive * 0.7
+
+
+def test_label_tokens_are_exact_variants(default_model):
+    tok = default_model.tok
+    words = {tok.decode([i]) for i in label_token_ids(tok, " True")}
+    assert words <= {" True", "True", " true", "true", " TRUE", "TRUE"}
+    assert " True" in words and not any("untrue" in w.lower() for w in words)
+
+
+def test_default_model_is_converted_once_into_the_cache(default_model):
+    folders = list((cache_dir() / "models").glob("SmolLM2-135M-Instruct.Q4_1-*"))
+    assert folders and (folders[0] / "model.safetensors").exists()
+    assert default_model.model.config.model_type == "llama"
