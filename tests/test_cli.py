@@ -1,0 +1,101 @@
+"""`icm run` end to end through the real command line and the real default model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import shared
+
+ICM = [sys.executable, "-m", "icm.cli"]
+
+
+def icm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*ICM, *args], capture_output=True, text=True, timeout=900)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def run16(tmp_path_factory):
+    """16 TruthfulQA claims (the first four questions), 4 iterations, then resumed to 6."""
+    data = shared("truthfulqa/train.json")
+    out = tmp_path_factory.mktemp("runs") / "t1"
+    base = ["--task", "truthfulqa", "--data", str(data), "--limit", "16", "--seed", "0"]
+    first = icm("run", *base, "--iterations", "4", "--threads", "1", "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    snapshot = {p.name: p.read_text() for p in out.iterdir()}
+    second = icm("run", "--resume", str(out), "--iterations", "6", "--no-progress")
+    assert second.returncode == 0, second.stderr
+    return out, snapshot, data, first, second
+
+
+def test_run_writes_the_run_folder(run16):
+    out, snapshot, data, first, _ = run16
+    files = {"config.json", "state.json", "trace.jsonl", "labels.jsonl", "summary.json"}
+    assert set(snapshot) == files
+    config = json.loads(snapshot["config.json"])
+    assert config["task"] == "truthfulqa" and config["limit"] == 16
+    assert config["search"]["alpha"] == 50
+    trace = [json.loads(x) for x in snapshot["trace.jsonl"].splitlines()]
+    assert [r["n"] for r in trace] == [1, 2, 3, 4]
+    for r in trace:
+        assert {"T", "example", "proposed", "delta", "accepted", "U", "inconsistencies"} <= set(r)
+        assert 0 <= r["agreement"] <= 1
+    summary = json.loads(snapshot["summary.json"])
+    assert summary["examples"] == 16 and summary["iterations"] == 4
+    assert summary["model_calls"] > 0 and summary["tokens"] > 0 and summary["seconds"] > 0
+    assert summary["labels"]["true"] + summary["labels"]["false"] == 16
+    assert "agreement with gold" in first.stdout
+
+
+def test_labels_cover_every_input_row(run16):
+    out, *_ = run16
+    rows = lines(out / "labels.jsonl")
+    source = json.loads(shared("truthfulqa/train.json").read_text())
+    groups = []
+    for r in source:
+        if r["consistency_id"] not in groups:
+            groups.append(r["consistency_id"])
+    assert [r["consistency_id"] for r in rows] == [
+        r["consistency_id"] for r in source if r["consistency_id"] in groups[:4]
+    ]
+    for r in rows:
+        assert isinstance(r["icm_label"], bool) and isinstance(r["icm_logodds"], float)
+        assert r["icm_label"] == (r["icm_logodds"] > 0) or r["icm_searched"]
+
+
+def test_resume_continues_where_it_stopped(run16):
+    out, snapshot, *_ = run16
+    trace = lines(out / "trace.jsonl")
+    assert [r["n"] for r in trace] == [1, 2, 3, 4, 5, 6]
+    assert trace[:4] == [json.loads(x) for x in snapshot["trace.jsonl"].splitlines()]
+    state = json.loads((out / "state.json").read_text())
+    assert state["iteration"] == 6
+    assert json.loads((out / "summary.json").read_text())["iterations"] == 6
+    assert json.loads((out / "config.json").read_text())["iterations"] == 6
+
+
+def test_resume_refuses_to_change_what_the_run_computes(run16):
+    out, *_ = run16
+    r = icm("run", "--resume", str(out), "--alpha", "20")
+    assert r.returncode == 2 and "alpha" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_existing_run_is_not_clobbered(run16):
+    out, _, data, *_ = run16
+    before = (out / "labels.jsonl").read_text()
+    r = icm("run", "--task", "truthfulqa", "--data", str(data), "--out", str(out))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+    assert (out / "labels.jsonl").read_text() == before
+
+
+def test_help_has_a_quick_start():
+    r = icm("--help")
+    assert r.returncode == 0 and "quick start" in r.stdout and "icm demo" in r.stdout
+    r = icm("run", "--help")
+    assert "--alpha" in r.stdout and "weight of mutual predictability" in r.stdout
