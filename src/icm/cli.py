@@ -136,6 +136,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .eval.icl import EVAL_PNG, EvalConfig, evaluate, markdown, write
+    from .run import Run
+
+    run = Run.open(args.run)
+    names = {f.name for f in dataclasses.fields(EvalConfig)}
+    result = evaluate(run, EvalConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    written = write(result, args.out or run.folder)
+    print(markdown(result), end="")
+    print("-> " + ", ".join(str(p) for p in written))
+    if not any(p.name == EVAL_PNG for p in written):
+        print("icm: eval.png skipped: matplotlib is missing (pip install 'icm[eval]')")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    try:
+        from .eval.report import write_report
+    except ImportError as e:
+        raise IcmError(f"icm report needs matplotlib: pip install 'icm[eval]' ({e})") from e
+    print(write_report(args.run, args.out))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="icm",
@@ -165,6 +189,17 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("tasks", help="list the built-in tasks")
     t.set_defaults(func=cmd_tasks)
+    from .eval.icl import EvalConfig
+
+    e = sub.add_parser("eval", help="many-shot accuracy with ICM, gold, random and no labels")
+    e.add_argument("--run", required=True, help="run folder whose labels.jsonl gives the demos")
+    e.add_argument("--out", help="folder for eval.json, eval.md, eval.png (default: the run)")
+    _add_fields(e, EvalConfig)
+    e.set_defaults(func=cmd_eval)
+    rep = sub.add_parser("report", help="one self-contained HTML page about a run")
+    rep.add_argument("run", help="run folder")
+    rep.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    rep.set_defaults(func=cmd_report)
     return p
 
 

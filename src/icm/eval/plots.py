@@ -1,0 +1,134 @@
+"""Figures as PNG bytes: the evaluation bar chart and the search-trace panels.
+
+Figures are built on matplotlib's Agg canvas directly, never through pyplot, so no display and no
+global state are involved.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+COLORS = {"zero-shot": "#9e9e9e", "random": "#c7b9a6", "gold": "#e0a526", "icm": "#6a4fb3"}
+
+
+def png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def write_png(path: str | Path, data: bytes) -> None:
+    """Atomic, like icm.atomic: a reader never sees half an image."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def eval_chart(result: dict) -> bytes:
+    """Bars in the paper's order (zero-shot, random, gold, ICM); error bars are the 95% CI."""
+    methods = result["methods"]
+    names = list(methods)
+    acc = [100 * methods[m]["accuracy"] for m in names]
+    lo = [a - 100 * methods[m]["ci95"][0] for a, m in zip(acc, names, strict=True)]
+    hi = [100 * methods[m]["ci95"][1] - a for a, m in zip(acc, names, strict=True)]
+    fig = Figure(figsize=(5.2, 3.6))
+    ax = fig.add_subplot()
+    x = range(len(names))
+    ax.bar(
+        x,
+        acc,
+        color=[COLORS.get(m, "#777") for m in names],
+        yerr=[lo, hi],
+        capsize=5,
+        edgecolor="black",
+        linewidth=0.6,
+        width=0.65,
+    )
+    for i, a in enumerate(acc):
+        ax.text(i, a + hi[i] + 1.5, f"{a:.1f}", ha="center", va="bottom", fontsize=9)
+    ax.axhline(50, color="black", linestyle=":", linewidth=0.8)
+    ax.set_xticks(list(x), [methods[m]["title"] for m in names])
+    ax.set_ylim(0, 110)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(
+        f"{result['task']}: {result['test_claims']} test claims, {result['demos']['count']} demos",
+        fontsize=10,
+    )
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return png(fig)
+
+
+def trace_chart(batches: list[list[dict]]) -> bytes:
+    """U (with rejected proposals), T, inconsistencies, labelled set and gold agreement against
+    iteration; one line per batch."""
+    fig = Figure(figsize=(10, 6))
+    axes = fig.subplots(2, 3).ravel()
+    panels = [
+        ("U", "U (x: rejected proposals)"),
+        ("T", "temperature T"),
+        ("inconsistencies", "inconsistent pairs"),
+        ("labelled", "labelled examples"),
+        ("agreement", "agreement with gold"),
+    ]
+    many = len(batches) > 1
+    for b, rows in enumerate(batches):
+        n = [r["n"] for r in rows]
+        label = f"batch {b + 1}" if many else None
+        for ax, (key, _) in zip(axes, panels, strict=False):
+            ys = [r.get(key) for r in rows]
+            pts = [(x, y) for x, y in zip(n, ys, strict=True) if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=label, linewidth=1.2)
+        rej = [
+            (r["n"], r["U"] + r["delta"])
+            for r in rows
+            if not r.get("accepted") and not r.get("skipped") and math.isfinite(r["delta"])
+        ]
+        if rej:
+            axes[0].scatter(*zip(*rej, strict=True), marker="x", s=14, color="#c0392b")
+        acc = [(r["n"], r["U"]) for r in rows if r.get("accepted")]
+        if acc:
+            axes[0].scatter(*zip(*acc, strict=True), marker="o", s=10, color="#27ae60")
+    for ax, (_, title) in zip(axes, panels, strict=False):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("iteration")
+    axes[4].set_ylim(-0.05, 1.05)
+    if many:
+        axes[0].legend(fontsize=7)
+    axes[5].axis("off")
+    fig.tight_layout()
+    return png(fig)
+
+
+def balance_chart(true: int, false: int, searched_true: int, searched_false: int) -> bytes:
+    """ICM labels True/False, all examples and the searched (not argmax-filled) ones."""
+    fig = Figure(figsize=(4.6, 2.4))
+    ax = fig.add_subplot()
+    rows = [("all", true, false), ("searched", searched_true, searched_false)]
+    for k, (_, t, f) in enumerate(rows):
+        ax.barh(k, t, color="#6a4fb3", label="True" if k == 0 else None)
+        ax.barh(k, f, left=t, color="#bdbdbd", label="False" if k == 0 else None)
+        ax.text(t + f, k, f"  {t} / {f}", va="center", fontsize=9)
+    ax.set_yticks([0, 1], [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(1, (true + false) * 1.3))
+    ax.set_xlabel("examples")
+    ax.legend(fontsize=8, loc="lower right")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return png(fig)

@@ -1,0 +1,252 @@
+"""`icm report RUN`: one self-contained HTML page about a run, readable offline and easy to share.
+
+Everything is inline (CSS, and figures as base64 PNG), so the file can be mailed or attached as is.
+A run still in progress gets a report of what it has so far.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from html import escape
+from pathlib import Path
+
+from .. import atomic
+from ..errors import IcmError
+from ..run import LABELS, SUMMARY, TRACE, Run, load_data
+from .icl import EVAL_JSON, markdown
+from .plots import balance_chart, eval_chart, trace_chart
+
+REPORT = "report.html"
+MAX_FLIPS = 2000
+"""Rows of the flips table; a longer trace is cut (the plots still show all of it)."""
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; font-size: 1.2em; }
+.sub { color: #666; margin-top: 0; }
+.cards { display: flex; flex-wrap: wrap; gap: 10px; }
+.card { border: 1px solid #ddd; border-radius: 6px; padding: 8px 14px; min-width: 110px; }
+.card b { display: block; font-size: 1.35em; } .card span { color: #666; font-size: 0.85em; }
+table { border-collapse: collapse; margin: 0.6em 0; font-size: 13px; }
+th, td { border-bottom: 1px solid #e4e4e4; padding: 3px 9px; text-align: left; }
+td { vertical-align: top; }
+th { background: #f5f5f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.yes td:first-child { border-left: 3px solid #27ae60; }
+tr.no td:first-child { border-left: 3px solid #c0392b; }
+img { max-width: 100%; display: block; margin: 0.5em 0; }
+.claim { max-width: 420px; color: #444; }
+"""
+
+
+def _img(data: bytes, alt: str) -> str:
+    b64 = base64.b64encode(data).decode("ascii")
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _num(x: object, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return escape(str(x))
+
+
+def _table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
+    th = "".join(f"<th>{escape(h)}</th>" for h in head)
+    body = []
+    for k, row in enumerate(rows):
+        cls = f' class="{classes[k]}"' if classes else ""
+        body.append(f"<tr{cls}>" + "".join(row) + "</tr>")
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _td(x: object, num: bool = False) -> str:
+    return f'<td class="num">{_num(x)}</td>' if num else f"<td>{escape(str(x))}</td>"
+
+
+def _traces(folder: Path) -> list[list[dict]]:
+    """The trace of each batch (a run that fits one batch has one, at the top level)."""
+    if (folder / TRACE).exists():
+        return [atomic.read_jsonl(folder / TRACE)]
+    return [
+        atomic.read_jsonl(p / TRACE)
+        for p in sorted((folder / "batches").glob("[0-9]*"))
+        if (p / TRACE).exists()
+    ]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise IcmError(f"{path}: unreadable JSON at line {e.lineno}: {e.msg}") from e
+
+
+def _claims(run: Run) -> dict[str, tuple[str, int | None]]:
+    """uid -> (prompt, gold), from the run's data file when it can still be read."""
+    try:
+        _, data = load_data(run.cfg)
+    except (IcmError, OSError):
+        return {}
+    prompts = [ex.prompt for ex in data.examples]
+    # The template's tail ("I think this claim is") is the same on every row: leave it out.
+    cut = len(os.path.commonprefix([p[::-1] for p in prompts])) if len(prompts) > 1 else 0
+    return {
+        ex.uid: (p[: len(p) - cut].strip(), g)
+        for ex, p, g in zip(data.examples, prompts, data.gold, strict=True)
+    }
+
+
+WORD = {-1: "unlabelled", 0: "False", 1: "True"}
+
+
+def render(folder: str | Path) -> str:
+    """The report of the run in `folder`, as HTML text."""
+    run = Run.open(folder)
+    folder = run.folder
+    cfg = run.cfg
+    summary = _read_json(folder / SUMMARY)
+    traces = _traces(folder)
+    result = _read_json(folder / EVAL_JSON)
+    labels = atomic.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
+    last = traces[-1][-1] if traces and traces[-1] else {}
+
+    parts = [
+        f"<h1>ICM run {escape(folder.name)}</h1>",
+        f'<p class="sub">task <b>{escape(cfg.task)}</b> &middot; model <b>{escape(cfg.model)}</b>'
+        f" &middot; data {escape(cfg.data)}"
+        + ("" if summary else " &middot; <b>in progress</b> (no summary.json yet)")
+        + "</p>",
+    ]
+    # -- key numbers
+    if summary:
+        agree = summary.get("agreement")
+        cards = [
+            ("U", summary.get("utility")),
+            ("inconsistencies", summary.get("inconsistencies")),
+            ("examples", summary.get("examples")),
+            ("searched", summary.get("searched")),
+            ("True / False", f"{summary['labels']['true']} / {summary['labels']['false']}"),
+            ("agreement with gold", agree),
+            ("iterations", summary.get("iterations")),
+            ("accepted flips", summary.get("accepted")),
+            ("model calls", summary.get("model_calls")),
+            ("tokens", summary.get("tokens")),
+            ("seconds", summary.get("seconds")),
+        ]
+    else:
+        cards = [
+            ("U", last.get("U")),
+            ("inconsistencies", last.get("inconsistencies")),
+            ("labelled", last.get("labelled")),
+            ("iterations", last.get("n")),
+            ("agreement with gold", last.get("agreement")),
+        ]
+    parts.append('<h2>Summary</h2><div class="cards">')
+    for name, value in cards:
+        digits = 2 if name == "U" else 3
+        shown = _num(value, digits) if not isinstance(value, str) else escape(value)
+        parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
+    parts.append("</div>")
+    # -- trace plots
+    if any(traces):
+        parts.append("<h2>Search</h2>")
+        parts.append(_img(trace_chart(traces), "U, T, inconsistencies and agreement"))
+    # -- label balance
+    if labels:
+        t = sum(bool(r.get("icm_label")) for r in labels)
+        st = sum(bool(r.get("icm_label")) for r in labels if r.get("icm_searched"))
+        sn = sum(1 for r in labels if r.get("icm_searched"))
+        parts.append("<h2>Label balance</h2>")
+        parts.append(
+            f"<p>{t} True and {len(labels) - t} False of {len(labels)} examples; the search "
+            f"labelled {sn} ({st} True), the rest got the model's argmax given those.</p>"
+        )
+        parts.append(_img(balance_chart(t, len(labels) - t, st, sn - st), "label balance"))
+    # -- evaluation
+    if result:
+        parts.append("<h2>Evaluation: many-shot in-context accuracy</h2>")
+        parts.append(_eval_table(result))
+        parts.append(_img(eval_chart(result), "test accuracy by demonstration labels"))
+    # -- flips
+    if any(traces):
+        parts.append(_flips(traces, _claims(run)))
+    # -- config
+    flat = {k: v for k, v in cfg.to_json().items() if k != "search"}
+    flat.update({f"search.{k}": v for k, v in cfg.to_json()["search"].items()})
+    parts.append("<h2>Configuration</h2>")
+    parts.append(_table(["option", "value"], [[_td(k), _td(v)] for k, v in flat.items()]))
+    body = "\n".join(parts)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>ICM run {escape(folder.name)}</title><style>{CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def _eval_table(result: dict) -> str:
+    context = markdown(result).split("\n\n")[0]
+    rows = []
+    for m in result["methods"].values():
+        lo, hi = m["ci95"]
+        rows.append(
+            [
+                _td(m["title"]),
+                _td(f"{100 * m['accuracy']:.1f}", True),
+                _td(f"{100 * lo:.1f} - {100 * hi:.1f}"),
+                _td(f"{m['correct']} / {m['n']}", True),
+                _td(f"{m['demos']} ({m['demo_true']} True)", True),
+                _td(m["predicted_true"], True),
+                _td("-" if m["auc"] is None else f"{m['auc']:.2f}", True),
+            ]
+        )
+    head = ["method", "accuracy (%)", "95% CI", "correct / n", "demos", "predicted True", "AUC"]
+    return f"<p>{escape(context)}</p>" + _table(head, rows)
+
+
+def _flips(traces: list[list[dict]], claims: dict[str, tuple[str, int | None]]) -> str:
+    many = len(traces) > 1
+    rows, classes = [], []
+    proposals = [(b, r) for b, t in enumerate(traces) for r in t if not r.get("skipped")]
+    accepted = sum(bool(r.get("accepted")) for _, r in proposals)
+    for b, r in proposals[:MAX_FLIPS]:
+        prompt, gold = claims.get(str(r.get("example")), ("", None))
+        text = prompt.replace("\n", " / ")
+        row = [_td(b + 1, True)] if many else []
+        row += [
+            _td(r["n"], True),
+            _td(f"{r['T']:.2f}", True),
+            _td(r.get("example")),
+            f'<td class="claim">{escape(text[:200] + ("..." if len(text) > 200 else ""))}</td>',
+            _td(f"{WORD.get(r['previous'], r['previous'])} -> {WORD.get(r['proposed'])}"),
+            _td("-" if gold is None else WORD[gold]),
+            _td(f"{r['delta']:+.2f}", True),
+            _td("accepted" if r.get("accepted") else "rejected"),
+            _td(f"{r['U']:.2f}", True),
+            _td(r.get("inconsistencies"), True),
+            _td(r.get("fixes"), True),
+        ]
+        rows.append(row)
+        classes.append("yes" if r.get("accepted") else "no")
+    head = ["batch"] if many else []
+    head += ["n", "T", "example", "claim", "flip", "gold", "delta U", "decision", "U after"]
+    head += ["inconsistencies", "fixes"]
+    note = (
+        f"<p>{len(proposals)} proposals that changed a label: {accepted} accepted, "
+        f"{len(proposals) - accepted} rejected (proposals that change nothing are left out)"
+        + (f"; the first {MAX_FLIPS} are shown" if len(proposals) > MAX_FLIPS else "")
+        + ".</p>"
+    )
+    return "<h2>Flips</h2>" + note + _table(head, rows, classes)
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    html = render(folder)
+    path = Path(out) if out else Path(folder) / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(path, html)
+    return path
