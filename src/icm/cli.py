@@ -160,6 +160,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_run
+
+    n, data = export_run(args.run, args.format, args.out, args.searched_only, args.overwrite)
+    skipped = "".join(f"; left out: {k} ({v})" for k, v in data.skipped.items())
+    print(f"{n} {args.format} records from {len(data.rows)} labelled rows -> {args.out}{skipped}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .train import TrainConfig
+    from .train.finetune import finetune
+    from .train.reward import train_reward
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    train = train_reward if args.reward_model else finetune
+    info = train(args.run, args.out, cfg, args.searched_only, args.model, args.overwrite)
+    print(f"{info['steps']} steps, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
+    print(f"{info['kind']} model -> {args.out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="icm",
@@ -200,6 +222,26 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("run", help="run folder")
     rep.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
     rep.set_defaults(func=cmd_report)
+    from .export import FORMATS
+
+    x = sub.add_parser("export", help="ICM labels as training data (TRL column names)")
+    x.add_argument("run", help="run folder")
+    x.add_argument("--format", required=True, choices=FORMATS, help="record layout")
+    x.add_argument("--out", required=True, help=".jsonl, .json, .parquet, else a datasets folder")
+    x.add_argument("--searched-only", action="store_true", help="only labels the search chose")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    x.set_defaults(func=cmd_export)
+    from .train import TrainConfig
+
+    f = sub.add_parser("finetune", help="LoRA fine-tune the run's model on its ICM labels")
+    f.add_argument("run", help="run folder")
+    f.add_argument("--out", required=True, help="model folder to write (merged weights)")
+    f.add_argument("--reward-model", action="store_true", help="train a reward model on pairs")
+    f.add_argument("--model", help="base model (default: the run's model)")
+    f.add_argument("--searched-only", action="store_true", help="only labels the search chose")
+    f.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    _add_fields(f, TrainConfig)
+    f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
     return p
 
 

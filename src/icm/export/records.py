@@ -1,0 +1,190 @@
+"""Training records from ICM labels, in the column layouts TRL's trainers read.
+
+Only ICM labels go out: the task's gold field never does, and the pair and claim formats carry
+nothing but their own columns (rows may hold other human labels, e.g. Alpaca's `candidate_label`).
+
+Formats (TRL's names for the dataset types in brackets):
+  sft       prompt, completion     [prompt-completion]: the ICM prompt and its label word
+  sft-chat  messages               [conversational language modeling]: user prompt, assistant label
+  kto       prompt, completion, label  [unpaired preference]: a claim and whether ICM holds it true
+  dpo, rm   prompt, chosen, rejected   [preference, explicit prompt]: the same columns serve
+            DPOTrainer and RewardTrainer
+  labels    the run's rows without the gold field, with icm_label, icm_logodds, icm_searched
+
+Pairs come straight from comparison tasks (rule asymmetry: ICM True means the first response is
+better; a pair whose two orders ICM labels alike is contradictory and left out), and from claim
+groups otherwise: every claim ICM labelled True against every claim labelled False of the same
+question. In kto and the pair formats the prompt is the task template up to the claim (or the first
+response) and the completion is the claim itself, so prompt + completion reads as the template does.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..atomic import read_jsonl
+from ..errors import DataError, RunError
+from ..tasks import Task
+
+FORMATS = ("sft", "sft-chat", "kto", "dpo", "rm", "labels")
+ICM_FIELDS = ("icm_label", "icm_logodds", "icm_searched")
+
+
+@dataclass
+class Labelled:
+    """A run's claims with their ICM labels; `rows` have the gold field removed."""
+
+    task: Task
+    rows: list[dict]
+    labels: list[bool]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Why some pairs were left out (reported, not fatal)."""
+
+
+def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
+    """labels.jsonl of a run folder, with its task from config.json."""
+    from ..run import Run, resolve_task
+
+    run = Run.open(folder)
+    path = run.folder / "labels.jsonl"
+    if not path.exists():
+        raise RunError(f"{run.folder}: no labels.jsonl yet: let the run finish (or --resume it)")
+    return read_labelled(path, resolve_task(run.cfg.task), searched_only)
+
+
+def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
+    """A labels.jsonl file (a run's or one batch's) read for `task`."""
+    rows, labels = [], []
+    for r, row in enumerate(read_jsonl(path), start=1):
+        y = row.get("icm_label")
+        if not isinstance(y, bool):
+            raise DataError(f"{path}: row {r}: field 'icm_label' must be true or false, got {y!r}")
+        if searched_only and not row.get("icm_searched", True):
+            continue
+        rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
+        labels.append(y)
+    if not rows:
+        raise DataError(f"{path}: no labelled rows" + (" searched" if searched_only else ""))
+    return Labelled(task, rows, labels, str(path))
+
+
+def records(data: Labelled, fmt: str) -> list[dict]:
+    """The records of one format; raises when the format yields none (e.g. no pair)."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "labels":
+        return [{**row, "icm_label": y} for row, y in zip(data.rows, data.labels, strict=True)]
+    if fmt in ("sft", "sft-chat"):
+        return list(_sft(data, chat=fmt == "sft-chat"))
+    out = _kto(data) if fmt == "kto" else _pairs(data)
+    if not out:
+        why = ", ".join(f"{n} {k}" for k, n in data.skipped.items()) or "no pairable claims"
+        raise DataError(f"{data.source}: the {fmt} export has no records ({why})")
+    return out
+
+
+def prompts(data: Labelled) -> list[str]:
+    """The zero-shot ICM prompt of every row, exactly as the search builds it."""
+    built = data.task.build(data.rows, data.source)
+    return [data.task.fmt.prefix + ex.prompt for ex in built.examples]
+
+
+def _sft(data: Labelled, chat: bool):
+    words = data.task.fmt.label_words
+    for prompt, y in zip(prompts(data), data.labels, strict=True):
+        word = words[int(y)]
+        if chat:
+            yield {
+                "messages": [
+                    {"role": "user", "content": prompt},
+                    {"role": "assistant", "content": word.strip()},
+                ]
+            }
+        else:
+            yield {"prompt": prompt, "completion": word}
+
+
+def response_fields(task: Task) -> list[str]:
+    """The template fields that hold what is judged: two for a comparison, else the last one."""
+    if task.rule == "asymmetry":
+        pair = getattr(task.key, "fields", None) or task.fields[-2:]
+        if len(pair) == 2 and all(f in task.fields for f in pair):
+            return list(pair)
+    return task.fields[-1:]
+
+
+def _split(data: Labelled, r: int, names: list[str]) -> tuple[str, list[str]]:
+    """(prompt, completions): the template rendered up to the first response field, and each
+    response with the whitespace before it (TRL's convention: the prompt ends without a space)."""
+    row, task, fmt = data.rows[r], data.task, string.Formatter()
+    head = task.fmt.prefix
+    for literal, name, spec, conv in fmt.parse(task.template):
+        head += literal
+        if name is None:
+            continue
+        if name in names:
+            break
+        value = task._field(row, name, data.source, r + 1)
+        head += fmt.format_field(fmt.convert_field(value, conv), spec or "")
+    prompt = head.rstrip()
+    gap = head[len(prompt) :]
+    return prompt, [gap + task._field(row, n, data.source, r + 1) for n in names]
+
+
+def _kto(data: Labelled) -> list[dict]:
+    names = response_fields(data.task)
+    if len(names) == 2:
+        out = []
+        for p in _pairs(data):
+            out.append({"prompt": p["prompt"], "completion": p["chosen"], "label": True})
+            out.append({"prompt": p["prompt"], "completion": p["rejected"], "label": False})
+        return out
+    rows = []
+    for r, y in enumerate(data.labels):
+        prompt, (claim,) = _split(data, r, names)
+        rows.append({"prompt": prompt, "completion": claim, "label": y})
+    return rows
+
+
+def _pairs(data: Labelled) -> list[dict]:
+    names = response_fields(data.task)
+    return _comparison_pairs(data, names) if len(names) == 2 else _claim_pairs(data, names)
+
+
+def _comparison_pairs(data: Labelled, names: list[str]) -> list[dict]:
+    seen: dict[tuple[str, str, str], None] = {}
+    for r, y in enumerate(data.labels):
+        prompt, (first, second) = _split(data, r, names)
+        seen[(prompt, first, second) if y else (prompt, second, first)] = None
+    out, contradictions = [], 0
+    for prompt, chosen, rejected in seen:
+        if (prompt, rejected, chosen) in seen:
+            contradictions += 1
+            continue
+        out.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    if contradictions:
+        data.skipped["pairs labelled alike in both orders"] = contradictions // 2
+    return out
+
+
+def _claim_pairs(data: Labelled, names: list[str]) -> list[dict]:
+    group = data.task.group
+    if not group:
+        raise DataError(
+            f"task {data.task.name}: pairs need claims grouped by question, and it has no group"
+        )
+    groups: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for r, y in enumerate(data.labels):
+        prompt, (claim,) = _split(data, r, names)
+        key = (str(data.rows[r].get(group)), prompt)
+        groups.setdefault(key, ([], []))[int(y)].append(claim)
+    out, one_sided = [], 0
+    for (_, prompt), (false, true) in groups.items():
+        one_sided += not (false and true)
+        out += [{"prompt": prompt, "chosen": t, "rejected": f} for t in true for f in false]
+    if one_sided:
+        data.skipped["groups with only one label"] = one_sided
+    return out

@@ -1,0 +1,98 @@
+"""Writing records: JSONL, JSON, Parquet, or a Hugging Face `datasets` folder, all atomically.
+
+The container follows the output path: `.jsonl`, `.json` and `.parquet` are files; any other path
+is a folder written with `datasets.Dataset.save_to_disk` (read back with `datasets.load_from_disk`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .. import atomic
+from ..errors import IcmError
+
+CONTAINERS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+
+
+def container(out: str | Path) -> str:
+    return CONTAINERS.get(Path(out).suffix.lower(), "hf")
+
+
+def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
+    """Write `records` to `out`; returns the container used. An existing output is kept unless
+    `overwrite`, and is replaced only once the new one is complete."""
+    out = Path(out)
+    kind = container(out)
+    if out.exists() and not overwrite:
+        raise IcmError(f"{out}: already exists: pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "jsonl":
+        atomic.write_jsonl(out, records)
+    elif kind == "json":
+        atomic.write_json(out, records)
+    elif kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = _arrow(lambda: pa.Table.from_pylist(records), out)
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, out)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    else:
+        from datasets import Dataset
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+        ds = _arrow(lambda: Dataset.from_list(records), out)
+        tmp = temp_dir(out)
+        try:
+            ds.save_to_disk(str(tmp))
+            replace_dir(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return kind
+
+
+def temp_dir(out: Path) -> Path:
+    """An empty folder beside `out` to build it in, with the usual permissions (not 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def replace_dir(new: Path, out: Path) -> None:
+    """Move the complete folder `new` to `out`; an old `out` is removed only after the move."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(new, out)
+    if old is not None:
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+
+
+def _arrow(build, out: Path):
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several types for mixed columns
+        raise IcmError(
+            f"{out}: the records do not fit one table ({str(e).splitlines()[0]}); "
+            "write .jsonl instead"
+        ) from e

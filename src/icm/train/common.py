@@ -1,0 +1,125 @@
+"""What both trainers share: options, the run's base model, LoRA, the loop and the atomic save."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..errors import IcmError, RunError
+from .config import META, TrainConfig
+
+
+def setup(cfg: TrainConfig) -> torch.device:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lora_r < 1:
+        raise IcmError("--epochs, --batch-size and --lora-r must be at least 1")
+    torch.manual_seed(cfg.seed)
+    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def base_model_path(run_folder: str | Path, model: str | None = None) -> str:
+    """What transformers loads for the run's model ("default" and GGUF files: their conversion)."""
+    from ..backends.transformers import resolve
+    from ..run import Run
+
+    return resolve(model or Run.open(run_folder).cfg.model)
+
+
+def check_out(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RunError(f"{out}: already exists: pass --overwrite to replace it")
+    return out
+
+
+def add_lora(model, cfg: TrainConfig, task_type: str):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as e:
+        raise IcmError("training needs peft: pip install 'icm[train]'") from e
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.0,
+        target_modules="all-linear",
+        task_type=task_type,
+    )
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, lora)
+
+
+def train_loop(
+    model,
+    n: int,
+    loss_fn: Callable[[list[int]], torch.Tensor],
+    cfg: TrainConfig,
+) -> list[float]:
+    """AdamW over shuffled mini-batches of record indices; returns the loss of every step."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    rng = random.Random(cfg.seed)
+    steps = cfg.epochs * math.ceil(n / cfg.batch_size)
+    if cfg.max_steps is not None:
+        steps = min(steps, cfg.max_steps)
+    losses: list[float] = []
+    model.train()
+    while len(losses) < steps:
+        order = list(range(n))
+        rng.shuffle(order)
+        for k in range(0, n, cfg.batch_size):
+            if len(losses) >= steps:
+                break
+            loss = loss_fn(order[k : k + cfg.batch_size])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Tensor:
+    """Right-padded (batch, longest) tensor."""
+    width = max(len(s) for s in seqs)
+    return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
+
+
+def save_merged(model, tokenizer, out: Path, meta: dict) -> None:
+    """Fold LoRA into the weights and write model + tokenizer + META to a temporary folder beside
+    `out`, then move it into place: a half-written model folder is never seen."""
+    from ..export.write import replace_dir, temp_dir
+
+    merged = model.merge_and_unload()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir(out)
+    try:
+        merged.to("cpu").save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def meta(kind: str, source: str, base: str, cfg: TrainConfig, losses: list[float], **kw) -> dict:
+    return {
+        "kind": kind,
+        "trained_on": source,
+        "base_model": base,
+        "config": asdict(cfg),
+        "steps": len(losses),
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        **kw,
+    }

@@ -1,0 +1,104 @@
+"""LoRA supervised fine-tuning of a run's model on its ICM labels.
+
+A record is the zero-shot ICM prompt followed by the label word ICM chose, tokenised exactly as the
+scorer does (BOS if the tokenizer adds one, the prompt, then the label word); the loss is the
+cross-entropy of the label token(s) only, so the model learns the labels, not the claims. The LoRA
+weights are merged before saving, so the folder loads like any model: `icm run --model DIR`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..export import Labelled, load_labelled
+from .common import (
+    TrainConfig,
+    add_lora,
+    base_model_path,
+    check_out,
+    meta,
+    pad,
+    save_merged,
+    setup,
+    train_loop,
+)
+
+IGNORE = -100
+
+
+def load_causal(path: str, dtype: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # load reports and progress bars would bury icm's output
+    logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
+        raise ModelError(f"{path}: cannot load model: {str(e).splitlines()[0]}") from e
+    return tok, model
+
+
+def encode(tok, data: Labelled) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, label ids) per record, as `TransformersModel` tokenises a zero-shot query."""
+    fmt = data.task.fmt
+    bos = tok.bos_token_id
+    head = [bos] if bos is not None and tok("a").input_ids[:1] == [bos] else []
+    head += tok.encode(fmt.prefix, add_special_tokens=False) if fmt.prefix else []
+    words = [tok.encode(w, add_special_tokens=False) for w in fmt.label_words]
+    built = data.task.build(data.rows, data.source)
+    return [
+        (head + tok.encode(ex.prompt, add_special_tokens=False), words[int(y)])
+        for ex, y in zip(built.examples, data.labels, strict=True)
+    ]
+
+
+def finetune_labels(
+    sets: Sequence[Labelled],
+    base: str,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    overwrite: bool = False,
+    source: str = "",
+) -> dict:
+    """Fine-tune the model at `base` on the labels of `sets`; write the merged model to `out`."""
+    cfg = cfg or TrainConfig()
+    device = setup(cfg)
+    out = check_out(out, overwrite)
+    tok, model = load_causal(base, cfg.dtype)
+    records = [r for data in sets for r in encode(tok, data)]
+    model = add_lora(model.to(device), cfg, "CAUSAL_LM")
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    def loss_fn(idx: list[int]) -> torch.Tensor:
+        seqs = [records[i][0] + records[i][1] for i in idx]
+        targets = [[IGNORE] * len(records[i][0]) + records[i][1] for i in idx]
+        ids = pad(seqs, pad_id, device)
+        mask = pad([[1] * len(s) for s in seqs], 0, device)
+        # transformers shifts the labels itself: position t predicts token t + 1.
+        return model(input_ids=ids, attention_mask=mask, labels=pad(targets, IGNORE, device)).loss
+
+    losses = train_loop(model, len(records), loss_fn, cfg)
+    info = meta("sft", source, base, cfg, losses, records=len(records))
+    save_merged(model, tok, out, info)
+    return info
+
+
+def finetune(
+    run: str | Path,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    searched_only: bool = False,
+    model: str | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Fine-tune the run's model (or `model`) on the run's ICM labels."""
+    data = load_labelled(run, searched_only)
+    return finetune_labels(
+        [data], base_model_path(run, model), out, cfg, overwrite=overwrite, source=str(run)
+    )
