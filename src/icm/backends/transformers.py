@@ -273,10 +273,7 @@ class TransformersModel:
         demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
         query = [self._piece(p, -1) for p in prompts]
         if self.scorer == "naive":
-            for i, order in enumerate(loo_orders(n)):
-                ids = self.prefix_ids + [t for j in order for t in demo[j]] + query[i]
-                out[i] = self._label_logprobs(self._forward(ids, self._new_cache()))
-            return out
+            return self.naive_terms(prompts, labels, range(n))
         cache = self._new_cache()
 
         def rec(lo: int, hi: int, pending: list[int]) -> None:
@@ -297,6 +294,22 @@ class TransformersModel:
                     cache.crop(-len(ext))
 
         rec(0, n, list(self.prefix_ids))
+        return out
+
+    def naive_terms(
+        self, prompts: Sequence[str], labels: Sequence[int], indices: Sequence[int]
+    ) -> np.ndarray:
+        """Leave-one-out terms `indices` of the set, each an independent prompt (the reference)."""
+        demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
+        orders = loo_orders(len(prompts))
+        out = np.zeros((len(indices), 2))
+        for k, i in enumerate(indices):
+            ids = (
+                self.prefix_ids
+                + [t for j in orders[i] for t in demo[j]]
+                + self._piece(prompts[i], -1)
+            )
+            out[k] = self._label_logprobs(self._forward(ids, self._new_cache()))
         return out
 
     def query_logprobs(
