@@ -22,6 +22,7 @@ A run folder holds config.json, state.json (the checkpoint), trace.jsonl, labels
 summary.json. Errors in input files name the file, the row and the field and exit with code 2."""
 
 RESUMABLE = {"iterations", "threads", "device"}
+RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # where, not what
 """Options that may change when a run is resumed; the rest would change what the run computes."""
 
 

@@ -23,7 +23,8 @@ class RunConfig:
     model: str = field(
         default="default",
         metadata={
-            "help": "'default' (embedded SmolLM2-135M), a Hugging Face id, a folder or a .gguf"
+            "help": "'default' (embedded SmolLM2-135M), a Hugging Face id, a folder or a .gguf; "
+            "openai backend: the served model's name (default: the server's only model)"
         },
     )
     backend: str = field(default="transformers", metadata={"help": "transformers or openai"})
@@ -36,6 +37,25 @@ class RunConfig:
     dtype: str = field(default="float32", metadata={"help": "model weights dtype"})
     threads: int | None = field(
         default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
+    )
+    base_url: str = field(
+        default="",
+        metadata={
+            "help": "openai backend: the server, e.g. http://127.0.0.1:8000/v1 "
+            "(API key from $ICM_API_KEY or $OPENAI_API_KEY; see docs/servers.md)"
+        },
+    )
+    concurrency: int = field(default=8, metadata={"help": "openai backend: requests in flight"})
+    top_logprobs: int = field(
+        default=20, metadata={"help": "openai backend: top-k next-token log-probs per request"}
+    )
+    timeout: float = field(default=120.0, metadata={"help": "openai backend: seconds per request"})
+    retries: int = field(
+        default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts, with backoff"}
+    )
+    call_cache: str | None = field(
+        default=None,
+        metadata={"help": "openai backend: SQLite file of answers, so a rerun sends no request"},
     )
     iterations: int | None = field(
         default=None,

@@ -59,7 +59,23 @@ def make_model(cfg: RunConfig, task: Task) -> LabelModel:
         return TransformersModel.load(
             cfg.model, fmt=task.fmt, scorer=cfg.scorer, device=cfg.device, dtype=cfg.dtype
         )
-    raise IcmError(f"unknown backend {cfg.backend!r}; choose transformers")
+    if cfg.backend == "openai":
+        from .backends.openai import OpenAIModel, api_key_from_env
+
+        if not cfg.base_url:
+            raise IcmError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+        return OpenAIModel(
+            cfg.base_url,
+            cfg.model,
+            fmt=task.fmt,
+            top_logprobs=cfg.top_logprobs,
+            concurrency=cfg.concurrency,
+            timeout=cfg.timeout,
+            retries=cfg.retries,
+            api_key=api_key_from_env(),
+            call_cache=cfg.call_cache,
+        )
+    raise IcmError(f"unknown backend {cfg.backend!r}; choose transformers or openai")
 
 
 SUMMED = ("inconsistencies", "searched", "iterations", "accepted", "model_calls", "tokens")
@@ -187,6 +203,8 @@ class Run:
             "seconds": round(sum(s["seconds"] for s in summaries), 3),
             "per_batch": summaries,
         }
+        if any(s.get("cached_tokens") for s in summaries):
+            summary["cached_tokens"] = sum(s.get("cached_tokens", 0) for s in summaries)
         atomic.write_json(self.folder / SUMMARY, summary)
         return summary
 
@@ -205,6 +223,7 @@ class Run:
         total = cfg.iterations if cfg.iterations is not None else 2 * len(data)
         stats = {"seconds": 0.0, "calls": 0, "tokens": 0}
         base_calls, base_tokens = model.calls, model.tokens
+        base_cached = getattr(model, "cached_tokens", 0)  # prompt tokens a server reused
         t0 = time.perf_counter()
         state_path, trace_path = folder / STATE, folder / TRACE
 
@@ -213,11 +232,15 @@ class Run:
                 "seconds": stats["seconds"] + time.perf_counter() - t0,
                 "calls": stats["calls"] + model.calls - base_calls,
                 "tokens": stats["tokens"] + model.tokens - base_tokens,
+                "cached_tokens": stats.get("cached_tokens", 0)
+                + getattr(model, "cached_tokens", 0)
+                - base_cached,
             }
 
         if state_path.exists():
             saved = json.loads(state_path.read_text())
             stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens")}
+            stats["cached_tokens"] = saved.pop("cached_tokens", 0)
             state = State.from_json(saved)
             search.resume(state)
             # The trace may hold one line past the checkpoint (killed between the two writes).
@@ -289,5 +312,7 @@ class Run:
             "seconds": round(c["seconds"], 3),
             "mean_abs_logodds": float(np.abs(logodds).mean()),
         }
+        if c["cached_tokens"]:
+            summary["cached_tokens"] = c["cached_tokens"]
         atomic.write_json(folder / SUMMARY, summary)
         return summary
