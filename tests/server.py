@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -48,6 +49,7 @@ class LlamaServer:
         cmd = [sys.executable, __file__, "--port", str(self.port)]
         cmd += ["--parallel", str(self.parallel), "--ctx", str(self.ctx)]
         cmd += ["--threads", str(self.threads)]
+        self.log.parent.mkdir(exist_ok=True)
         env = dict(os.environ)
         if self.api_key:
             env["LLAMA_TEST_API_KEY"] = self.api_key  # not on the command line, as a user would
@@ -64,13 +66,15 @@ class LlamaServer:
             except OSError:
                 pass
             time.sleep(0.2)
+        tail = self.log.read_text()[-2000:]
         self.kill()
-        raise RuntimeError(f"server did not answer in {wait} s: {self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"server did not answer in {wait} s: {tail}")
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+        shutil.rmtree(self.log.parent, ignore_errors=True)
 
     def __enter__(self) -> LlamaServer:
         return self.start()
