@@ -33,6 +33,15 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = fro
         kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
         conv: Any = int if kind.startswith("int") else float if kind.startswith("float") else str
         default = f.default if f.default is not dataclasses.MISSING else None
+        if kind == "bool":
+            parser.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=f.metadata["help"],
+            )
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
@@ -88,7 +97,7 @@ def _progress():
 
 def cmd_run(args: argparse.Namespace) -> int:
     from . import atomic
-    from .run import Run
+    from .run import Run, prepare
 
     if args.resume:
         run = Run.open(args.resume)
@@ -100,12 +109,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         if fixed:
             raise IcmError(f"{args.resume}: --resume keeps the run's settings; not {fixed}")
         run.cfg = _config(args, run.cfg)
+        model = prepare(run.cfg)
         atomic.write_json(run.folder / "config.json", run.cfg.to_json())
     else:
         if not args.out:
             raise IcmError("pass --out FOLDER for a new run (or --resume FOLDER)")
-        run = Run.create(_config(args), args.out, overwrite=args.overwrite)
-    summary = run.execute(on_step=_progress() if args.progress else None)
+        cfg = _config(args)
+        Run.check_new(args.out, args.overwrite)
+        model = prepare(cfg)  # bad input fails before the run folder is created or touched
+        run = Run.create(cfg, args.out, overwrite=args.overwrite)
+    summary = run.execute(model, on_step=_progress() if args.progress else None)
     print_summary(summary, run.folder)
     return 0
 

@@ -7,6 +7,7 @@ its last complete iteration left it.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,20 @@ def load_data(cfg: RunConfig) -> tuple[Task, Dataset]:
     data = task.load(cfg.data)
     if cfg.limit is not None:
         data = data.first_groups(cfg.limit)
+    if len(data) < 2:
+        raise IcmError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
     return task, data
+
+
+def prepare(cfg: RunConfig) -> LabelModel:
+    """Check the data, load the model, check that every example fits its context: bad input
+    fails here, before a run folder is created or touched."""
+    task, data = load_data(cfg)
+    model = make_model(cfg, task)
+    count, context = getattr(model, "count_tokens", None), getattr(model, "max_context", None)
+    if count and context:
+        task.check_lengths(data, count, context)
+    return model
 
 
 def make_model(cfg: RunConfig, task: Task) -> LabelModel:
@@ -57,7 +71,12 @@ def make_model(cfg: RunConfig, task: Task) -> LabelModel:
         from .backends.transformers import TransformersModel
 
         return TransformersModel.load(
-            cfg.model, fmt=task.fmt, scorer=cfg.scorer, device=cfg.device, dtype=cfg.dtype
+            cfg.model,
+            fmt=task.fmt,
+            scorer=cfg.scorer,
+            device=cfg.device,
+            dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code,
         )
     if cfg.backend == "openai":
         from .backends.openai import OpenAIModel, api_key_from_env
@@ -120,18 +139,30 @@ class Run:
     folder: Path
     cfg: RunConfig
 
+    @staticmethod
+    def check_new(folder: str | Path, overwrite: bool = False) -> None:
+        """A new run may not clobber a file, or an existing run unless asked to."""
+        folder = Path(folder)
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{folder}: exists and is not a folder")
+        if folder.exists() and any(folder.iterdir()) and not overwrite:
+            raise RunError(
+                f"{folder}: already exists and is not empty: pass --overwrite, or --resume it"
+            )
+
     @classmethod
     def create(cls, cfg: RunConfig, folder: str | Path, overwrite: bool = False) -> Run:
         folder = Path(folder)
-        if folder.exists() and any(folder.iterdir()):
-            if not overwrite:
-                raise RunError(
-                    f"{folder}: already exists and is not empty: pass --overwrite, or --resume it"
-                )
-            for name in (CONFIG, STATE, TRACE, LABELS, SUMMARY):
-                (folder / name).unlink(missing_ok=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(folder / CONFIG, cfg.to_json())
+        cls.check_new(folder, overwrite)
+        try:
+            if folder.exists():
+                for name in (CONFIG, STATE, TRACE, LABELS, SUMMARY):
+                    (folder / name).unlink(missing_ok=True)
+                shutil.rmtree(folder / "batches", ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(folder / CONFIG, cfg.to_json())
+        except OSError as e:
+            raise RunError(f"{folder}: cannot create the run folder: {e.strerror}") from e
         return cls(folder, cfg)
 
     @classmethod
@@ -238,11 +269,14 @@ class Run:
             }
 
         if state_path.exists():
-            saved = json.loads(state_path.read_text())
-            stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens")}
-            stats["cached_tokens"] = saved.pop("cached_tokens", 0)
-            state = State.from_json(saved)
-            search.resume(state)
+            try:
+                saved = json.loads(state_path.read_text())
+                stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens")}
+                stats["cached_tokens"] = saved.pop("cached_tokens", 0)
+                state = State.from_json(saved)
+                search.resume(state)
+            except (ValueError, KeyError, TypeError) as e:
+                raise RunError(f"{state_path}: unreadable checkpoint: {e}") from e
             # The trace may hold one line past the checkpoint (killed between the two writes).
             if trace_path.exists():
                 rows = [r for r in atomic.read_jsonl(trace_path) if r["n"] <= state.iteration]

@@ -23,9 +23,14 @@ class Dataset:
     gold: list[int | None]
     rows: list[dict]
     source: str = ""
+    lines: list[int] | None = None
+    """The row number of each example in `source` (None: its position), for error messages."""
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def line(self, i: int) -> int:
+        return self.lines[i] if self.lines else i + 1
 
     def subset(self, idx: list[int]) -> Dataset:
         return Dataset(
@@ -33,6 +38,7 @@ class Dataset:
             [self.gold[i] for i in idx],
             [self.rows[i] for i in idx],
             self.source,
+            [self.line(i) for i in idx],
         )
 
     def first_groups(self, limit: int) -> Dataset:
@@ -72,6 +78,8 @@ class Task:
     fmt: PromptFormat = field(default_factory=PromptFormat)
     expand: Callable[[list[dict], str], list[dict]] | None = None
     """Turns rows of another layout into claim rows (e.g. one row with four solutions)."""
+    unique: bool = True
+    """Two rows of a group may not make the same prompt (a duplicated row is a mistake)."""
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -87,7 +95,54 @@ class Task:
         rows = read_rows(path)
         if self.expand is not None:
             rows = self.expand(rows, str(path))
-        return self.build(rows, str(path))
+        data = self.build(rows, str(path))
+        self.check_pairs(data)
+        return data
+
+    def check_pairs(self, data: Dataset) -> None:
+        """Rows that would mislead the search: a duplicated row, or a comparison whose reverse
+        (the same pair in the other order) is missing from its group."""
+        seen: dict[tuple, int] = {}
+        keys: dict[Hashable, set] = {}
+        for i, ex in enumerate(data.examples):
+            first = seen.setdefault((ex.group, ex.prompt), i)
+            if self.unique and first != i:
+                raise DataError(
+                    f"{data.source}: row {data.line(i)}: duplicate of row {data.line(first)} "
+                    f"(same prompt in group {ex.group!r})"
+                )
+            keys.setdefault(ex.group, set()).add(ex.key)
+        if self.rule != "asymmetry":
+            return
+        for i, ex in enumerate(data.examples):
+            if ex.key is None:
+                continue
+            a, b = ex.key  # type: ignore[misc]
+            if (b, a) not in keys[ex.group]:
+                raise DataError(
+                    f"{data.source}: row {data.line(i)}: the comparison has no reverse in group "
+                    f"{ex.group!r} (a row with {self.key_fields[0]!r} and {self.key_fields[1]!r} "
+                    "swapped): comparisons need both orders"
+                )
+
+    @property
+    def key_fields(self) -> list[str]:
+        return getattr(self.key, "fields", None) or ["choice", "choice_2"]
+
+    def check_lengths(self, data: Dataset, count: Callable[[str], int], context: int) -> None:
+        """Every example must fit the model's context on its own, or no batch can hold it."""
+        for i, ex in enumerate(data.examples):
+            n = count(ex.prompt) + 1
+            if n > context:
+                row = data.rows[i]
+                name = max(
+                    (self._alias(row, f) for f in self.fields), key=lambda f: len(str(row[f]))
+                )
+                raise DataError(
+                    f"{data.source}: row {data.line(i)}: field {name!r}: the "
+                    f"example needs {n} tokens but the model's context is {context}: shorten "
+                    "it, drop the row, or use a model with a longer context"
+                )
 
     def build(self, rows: list[dict], source: str = "<rows>") -> Dataset:
         if not rows:
@@ -105,21 +160,38 @@ class Task:
                 raise DataError(
                     f"{source}: row {r}: field {self.group!r} must be a string or number"
                 )
-            key = self.key(row) if self.key else None
+            try:
+                key = self.key(row) if self.key else None
+            except KeyError as e:
+                raise DataError(
+                    f"{source}: row {r}: missing field {e.args[0]!r} (the consistency key)"
+                ) from e
             uid = str(row.get("id", r - 1))
             examples.append(Example(uid, prompt, group, key))
             gold.append(parse_label(row.get(self.label), source, r, self.label))
         return Dataset(examples, gold, rows, source)
 
+    def _alias(self, row: dict, name: str) -> str:
+        """The name under which `row` holds field `name` (itself or an alias)."""
+        return next((a for a in (name, *self.aliases.get(name, ())) if a in row), name)
+
     def _field(self, row: dict, name: str, source: str, r: int) -> str:
         for alias in (name, *self.aliases.get(name, ())):
             if alias in row:
                 v = row[alias]
-                if isinstance(v, str | int | float) and not isinstance(v, bool):
-                    return str(v)
-                raise DataError(
-                    f"{source}: row {r}: field {alias!r} must be text, got {type(v).__name__}"
-                )
+                if not isinstance(v, str | int | float) or isinstance(v, bool):
+                    raise DataError(
+                        f"{source}: row {r}: field {alias!r} must be text, got {json_type(v)}"
+                    )
+                text = str(v)
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:  # a lone surrogate escape such as "\ud800"
+                    raise DataError(
+                        f"{source}: row {r}: field {alias!r} holds an invalid character "
+                        f"(an unpaired surrogate at position {e.start})"
+                    ) from e
+                return text
         names = " or ".join(repr(a) for a in (name, *self.aliases.get(name, ())))
         raise DataError(f"{source}: row {r}: missing field {names}")
 
@@ -137,6 +209,19 @@ def parse_label(v: object, source: str, r: int, name: str) -> int | None:
     raise DataError(f"{source}: row {r}: field {name!r} must be a binary label, got {v!r}")
 
 
+def json_type(v: object) -> str:
+    """The JSON name of a value's type, for messages about JSON files."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, str):
+        return "text"
+    return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else "?"
+
+
 def read_rows(path: Path) -> list[dict]:
     """A JSON list of objects or JSONL, as a list of dicts; bad files raise one-line DataErrors."""
     if not path.exists():
@@ -144,9 +229,14 @@ def read_rows(path: Path) -> list[dict]:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a JSON or JSONL file")
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror}") from e
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: a leading byte-order mark is fine
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from e
+        line = raw[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {e.start})") from e
     if not text.strip():
         raise DataError(f"{path}: empty file")
     if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and path.suffix != ".json"):
@@ -156,11 +246,13 @@ def read_rows(path: Path) -> list[dict]:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
+        except RecursionError as e:
+            raise DataError(f"{path}: invalid JSON: nested too deeply") from e
         if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a list of objects, got {type(rows).__name__}")
+            raise DataError(f"{path}: expected a list of objects, got {json_type(rows)}")
     for r, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
-            raise DataError(f"{path}: row {r}: expected an object, got {type(row).__name__}")
+            raise DataError(f"{path}: row {r}: expected an object, got {json_type(row)}")
     return rows
 
 
@@ -172,6 +264,8 @@ def _jsonl(path: Path, text: str) -> Iterator[dict]:
             yield json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}: row {n}: invalid JSON: {e.msg}") from e
+        except RecursionError as e:
+            raise DataError(f"{path}: row {n}: invalid JSON: nested too deeply") from e
 
 
 _TASKS: dict[str, Task] = {}

@@ -6,7 +6,7 @@ import re
 from collections.abc import Hashable
 
 from ..errors import DataError
-from .base import Task, register
+from .base import Task, parse_label, register
 
 CLAIM = "Question: {question}\nClaim: {choice}\nI think this claim is"
 _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
@@ -42,7 +42,7 @@ def _claim_answer(row: dict) -> Hashable | None:
 
 def _pair(row: dict) -> Hashable | None:
     a, b = row.get("choice"), row.get("choice_2")
-    return (a, b) if isinstance(a, str) and isinstance(b, str) else None
+    return None if a is None or b is None else (str(a), str(b))
 
 
 SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
@@ -59,10 +59,13 @@ def _expand_solutions(rows: list[dict], source: str) -> list[dict]:
             continue
         if "question" not in row:
             raise DataError(f"{source}: row {r}: missing field 'question'")
+        if not isinstance(row["question"], str):
+            raise DataError(f"{source}: row {r}: field 'question' must be text")
         for k in solved:
             sol = row[k]
             if not isinstance(sol["solution"], str):
                 raise DataError(f"{source}: row {r}: field '{k}.solution' must be text")
+            parse_label(sol.get("is_correct"), source, r, f"{k}.is_correct")  # at its file row
             out.append(
                 {
                     "question": row["question"],
@@ -90,6 +93,7 @@ register(
         key=_claim_answer,
         aliases={"choice": ("cot",)},
         expand=_expand_solutions,
+        unique=False,  # two solvers sometimes write the same solution; same answer, same label
         description="GSM8K verification: is a worked solution correct; same final answer -> "
         "same label, different answers -> not both True",
     )

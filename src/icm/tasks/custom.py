@@ -8,6 +8,8 @@ consistency:               # optional, default none
   rule: equivalence        # none | same-answer | equivalence | asymmetry
   key: topic               # one field, or two fields for asymmetry: [a, b]
 label_words: [" False", " True"]   # optional
+
+A spec names fields of the data rows only; it holds no paths, so it cannot reach other files.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ def load_task_spec(path: str | Path) -> Task:
         raise DataError(f"{path}: field 'consistency.key' must be two fields [a, b] for asymmetry")
     if rule != "asymmetry" and key is not None and not isinstance(key, str):
         raise DataError(f"{path}: field 'consistency.key' must be one field name")
+    if isinstance(key, list) and not all(isinstance(k, str) for k in key):
+        raise DataError(f"{path}: field 'consistency.key' must be field names")
+    for name in ("name", "group", "label", "separator", "prefix"):
+        if spec.get(name) is not None and not isinstance(spec[name], str):
+            raise DataError(f"{path}: field {name!r} must be text")
+    if rule != "none" and not spec.get("group"):
+        raise DataError(
+            f"{path}: field 'group' is required for consistency rule {rule!r} "
+            "(rules compare claims of one group)"
+        )
     words = spec.get("label_words", [" False", " True"])
     if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) for w in words)):
         raise DataError(f"{path}: field 'label_words' must be two strings [false_word, true_word]")
@@ -79,10 +91,11 @@ def _key_fn(key: str | list[str], rule: str):
     fields = key if isinstance(key, list) else [key]
 
     def fn(row: dict) -> Hashable | None:
-        values = [row.get(f) for f in fields]
-        if any(v is None for v in values):
-            return None
-        values = [str(v) for v in values]
+        """The key from the row's fields; a missing or null one raises KeyError(field)."""
+        missing = [f for f in fields if row.get(f) is None]
+        if missing:
+            raise KeyError(missing[0])
+        values = [str(row[f]) for f in fields]
         return tuple(values) if rule == "asymmetry" else values[0]
 
     fn.fields = fields  # type: ignore[attr-defined]

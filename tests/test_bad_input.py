@@ -1,0 +1,103 @@
+"""Hostile input through the real command line: one line naming the file, the row and the field,
+exit code 2, no traceback, and nothing created or touched.
+
+The corpus is `tests/data/bad/`; `cases.json` lists each case with its task and the substrings
+its error must hold. Data errors fire before the model loads; only the case of an example longer
+than the model's context loads the model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from icm.tasks import get_task
+
+BAD = Path(__file__).parent / "data" / "bad"
+CASES = json.loads((BAD / "cases.json").read_text())
+ICM = Path(sys.executable).parent / "icm"
+
+
+def case_id(case: dict) -> str:
+    return f"{case['task']}:{case['data']}"
+
+
+def icm_run(case: dict, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    task = case["task"]
+    if task.endswith((".yaml", ".json")):
+        task = str(BAD / task)
+    data = str(BAD / case["data"])
+    cmd = [str(ICM), "run", "--task", task, "--data", data, "--out", str(out), "--threads", "1"]
+    return subprocess.run(
+        [*cmd, "--no-progress", *extra], capture_output=True, text=True, timeout=600
+    )
+
+
+def assert_clean_error(p: subprocess.CompletedProcess, case: dict) -> None:
+    assert p.returncode == 2, p.stderr
+    assert p.stdout == ""
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("icm: "), p.stderr
+    for part in case["expect"]:
+        assert part in lines[0]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_corpus_is_complete():
+    """Every file of the corpus is a case (or a case's task spec), and there are enough cases."""
+    named = {c["data"] for c in CASES} | {c["task"] for c in CASES}
+    files = {p.name for p in BAD.iterdir()} - {"cases.json"}
+    assert files <= named, files - named
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_bad_input_fails_before_the_run_folder_exists(case, tmp_path):
+    p = icm_run(case, tmp_path / "runs" / "new")
+    assert_clean_error(p, case)
+    assert not (tmp_path / "runs").exists()
+
+
+# One case per kind of check (file, row, comparison, spec, data set, model); the order of checks
+# and folder writes is the same for every case.
+UNTOUCHED = (
+    "truthfulqa:invalid_json.json",
+    "truthfulqa:label_two.jsonl",
+    "alpaca:comparison_no_reverse.jsonl",
+    "spec_missing_key_field.yaml:reviews.jsonl",
+    "truthfulqa:single_row.jsonl",
+    "truthfulqa:too_long.jsonl",
+)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if case_id(c) in UNTOUCHED], ids=case_id)
+def test_bad_input_leaves_an_existing_run_untouched(case, tmp_path):
+    """Even with --overwrite, a run is only replaced once the new input has been checked."""
+    run = tmp_path / "run"
+    (run / "batches" / "000").mkdir(parents=True)
+    for name in ("config.json", "state.json", "summary.json", "batches/000/state.json"):
+        (run / name).write_text('{"kept": true}\n')
+    (run / "labels.jsonl").write_text('{"icm_label": true}\n')
+    before = snapshot(run)
+    p = icm_run(case, run, "--overwrite")
+    assert_clean_error(p, case)
+    assert snapshot(run) == before
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    rows = [{"question": "q", "choice": c, "consistency_id": 0} for c in ("a", "b")]
+    for name, text in (("rows.json", json.dumps(rows)), ("rows.jsonl", json.dumps(rows[0]))):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert get_task("truthfulqa").load(path).examples[0].prompt.startswith("Question: q")
