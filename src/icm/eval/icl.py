@@ -247,7 +247,7 @@ def evaluate(run: Run, cfg: EvalConfig, model: LabelModel | None = None) -> dict
     labellings: dict[str, list[int] | None] = {
         "zero-shot": [],
         "random": [int(y) for y in random_labels],
-        "gold": [int(train.gold[i]) for i in demos] if has_gold else None,  # type: ignore[misc]
+        "gold": [int(bool(train.gold[i])) for i in demos] if has_gold else None,
         "icm": [icm[i] for i in demos],
     }
     gold = np.array(test.gold, dtype=int)

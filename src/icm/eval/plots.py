@@ -83,7 +83,7 @@ def trace_chart(batches: list[list[dict]]) -> bytes:
         ("T", "temperature T"),
         ("inconsistencies", "inconsistent pairs"),
         ("labelled", "labelled examples"),
-        ("agreement", "agreement with gold"),
+        ("agreement", "labelled set: agreement with gold"),
     ]
     many = len(batches) > 1
     for b, rows in enumerate(batches):

@@ -148,7 +148,7 @@ def render(folder: str | Path) -> str:
         ]
     parts.append('<h2>Summary</h2><div class="cards">')
     for name, value in cards:
-        digits = 2 if name == "U" else 3
+        digits = {"U": 2, "seconds": 1}.get(name, 3)
         shown = _num(value, digits) if not isinstance(value, str) else escape(value)
         parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
     parts.append("</div>")
