@@ -75,6 +75,18 @@ class RunConfig:
         default=None,
         metadata={"help": "prompt-token budget of a batch (default: the model's context length)"},
     )
+    iterative_finetune: bool = field(
+        default=False,
+        metadata={
+            "help": "label batch j+1 with the model LoRA-fine-tuned on the ICM labels of batches "
+            "1..j (needs --batch-size; models kept in batches/NNN/finetuned)"
+        },
+    )
+    finetune_epochs: int = field(default=3, metadata={"help": "iterative: epochs per fine-tune"})
+    finetune_lr: float = field(default=2e-4, metadata={"help": "iterative: LoRA learning rate"})
+    finetune_max_steps: int | None = field(
+        default=None, metadata={"help": "iterative: at most this many steps per fine-tune"}
+    )
     seed: int = field(default=0, metadata={"help": "random seed: same seed and model, same run"})
     search: SearchConfig = field(default_factory=SearchConfig)
 

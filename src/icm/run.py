@@ -58,6 +58,10 @@ def prepare(cfg: RunConfig) -> LabelModel:
     count, context = getattr(model, "count_tokens", None), getattr(model, "max_context", None)
     if count and context:
         task.check_lengths(data, count, context)
+    if cfg.iterative_finetune:
+        from .iterative import check
+
+        check(cfg, data, batches(data, cfg, model))
     return model
 
 
@@ -191,6 +195,10 @@ class Run:
         task, data = load_data(cfg)
         model = model or make_model(cfg, task)
         parts = batches(data, cfg, model)
+        if cfg.iterative_finetune:
+            from .iterative import execute_iterative
+
+            return execute_iterative(self, task, data, parts, model, on_step)
         if len(parts) == 1:
             return self.search_batch(self.folder, data, model, task.rule, cfg.seed, on_step)
         summaries = []
