@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..core.model import LabelModel
 from ..errors import ContextLengthError, IcmError, RunError
 from ..run import LABELS, Run, make_model, resolve_task
@@ -355,16 +356,14 @@ def markdown(result: dict) -> str:
 
 def write(result: dict, out: str | Path) -> list[Path]:
     """eval.json, eval.md and (when matplotlib is installed) eval.png in `out`."""
-    from .. import atomic
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.write_json(out / EVAL_JSON, result)
     atomic.write_text(out / EVAL_MD, markdown(result))
     written = [out / EVAL_JSON, out / EVAL_MD]
     try:
-        from .plots import eval_chart, write_png
+        from .plots import eval_chart
     except ImportError:
         return written
-    write_png(out / EVAL_PNG, eval_chart(result))
+    atomic.write_bytes(out / EVAL_PNG, eval_chart(result))
     return [*written, out / EVAL_PNG]
