@@ -209,6 +209,13 @@ def test_cli_export_and_its_errors(claims_run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("icm: ") and "labels.jsonl: row 2: field 'icm_label'" in err
     assert not (tmp_path / "y").exists()
+    # A missing field names its line in labels.jsonl, also when only searched rows are kept.
+    lines[1] = json.dumps({**json.loads(lines[1]), "icm_label": True})
+    lines[4] = json.dumps({k: v for k, v in json.loads(lines[4]).items() if k != "choice"})
+    (claims_run / "labels.jsonl").write_text("\n".join(lines) + "\n")
+    argv = ["export", str(claims_run), "--format", "sft", "--out", str(tmp_path / "z")]
+    assert main([*argv, "--searched-only"]) == 2
+    assert "labels.jsonl: row 5: missing field 'choice'" in capsys.readouterr().err
 
 
 def test_no_pairs_is_an_error(tmp_path, capsys):

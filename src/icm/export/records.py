@@ -56,9 +56,13 @@ def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
 
 
 def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
-    """A labels.jsonl file (a run's or one batch's) read for `task`."""
+    """A labels.jsonl file (a run's or one batch's) read for `task`; every row is checked against
+    the task first, so an error names the row of the file."""
+    raw = read_jsonl(path)
+    if raw:
+        task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], str(path))
     rows, labels = [], []
-    for r, row in enumerate(read_jsonl(path), start=1):
+    for r, row in enumerate(raw, start=1):
         y = row.get("icm_label")
         if not isinstance(y, bool):
             raise DataError(f"{path}: row {r}: field 'icm_label' must be true or false, got {y!r}")
