@@ -38,14 +38,9 @@ def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
         import pyarrow.parquet as pq
 
         table = _arrow(lambda: pa.Table.from_pylist(records), out)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        atomic.write_bytes(out, sink.getvalue().to_pybytes())
     else:
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
