@@ -4,7 +4,7 @@ Each data set is cut into train and test by question (group). ICM labels the tra
 gold; every test claim is then scored after the same train claims as demonstrations, labelled by
 ICM, with gold, at random (balanced), or after no demonstrations at all.
 
-  demo        the demo concept, rows from `icm.demo.make_demo_rows(n, seed)` (skipped when absent)
+  demo        the demo concept (`icm demo`): is a sentence a statement or a question
   truthfulqa  a TruthfulQA subset of ../shared/data/truthfulqa/train.json
 
 Prints the ICM options, then per data set the ICM run's numbers and the accuracy table (95%
@@ -21,7 +21,6 @@ The last line of each data set reads: <name> zero-shot=<acc> random=<acc> gold=<
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -30,6 +29,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ALPHA = {"demo": 5.0}
+"""The demo's consistency rule only bites when alpha does not swamp it (see icm.demo)."""
 SHARED = Path(os.environ.get("ICM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -59,21 +60,9 @@ Split = tuple[str, list[dict], list[dict]]
 
 
 def demo_rows(args: argparse.Namespace) -> Split | None:
-    try:
-        demo = importlib.import_module("icm.demo")
-    except ImportError:
-        demo = None
-    make = getattr(demo, "make_demo_rows", None)
-    if make is None:
-        print("demo: skipped: icm.demo.make_demo_rows(n, seed) is not available yet\n")
-        return None
-    rows = make(args.demo_train + args.demo_test, args.seed)
-    groups = len({r["consistency_id"] for r in rows})
-    n_test = round(groups * args.demo_test / (args.demo_train + args.demo_test))
-    from icm.tasks import task_names
+    from icm.demo import demo_split
 
-    task = "demo" if "demo" in task_names() else "truthfulqa"
-    return task, *split_rows(rows, args.seed, groups - n_test, n_test, "icm.demo")
+    return "demo", *demo_split(args.demo_train, args.demo_test, args.seed)
 
 
 def truthfulqa_rows(args: argparse.Namespace) -> Split | None:
@@ -97,7 +86,8 @@ def bench(name: str, task: str, train: list[dict], test: list[dict], work: Path,
     folder.mkdir(parents=True, exist_ok=True)
     atomic.write_json(folder / "train.json", train)
     atomic.write_json(folder / "test.json", test)
-    search = SearchConfig(score=args.score, alpha=args.alpha, clock=args.clock)
+    alpha = args.alpha if args.alpha is not None else ALPHA.get(name, 50.0)
+    search = SearchConfig(score=args.score, alpha=alpha, clock=args.clock)
     cfg = RunConfig(
         task=task,
         data=str(folder / "train.json"),
@@ -140,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--datasets", default="demo,truthfulqa", help="comma-separated (default: both)")
     p.add_argument("--train-questions", type=int, default=6, help="TruthfulQA train questions")
     p.add_argument("--test-questions", type=int, default=12, help="TruthfulQA test questions")
-    p.add_argument("--demo-train", type=int, default=24, help="demo train claims")
+    p.add_argument("--demo-train", type=int, default=20, help="demo train claims")
     p.add_argument("--demo-test", type=int, default=32, help="demo test claims")
-    p.add_argument("--iterations", type=int, default=12, help="ICM iterations per data set")
+    p.add_argument("--iterations", type=int, default=24, help="ICM iterations per data set")
     p.add_argument("--score", default="mean-logodds", help="ICM score (default: mean-logodds)")
-    p.add_argument("--alpha", type=float, default=50.0, help="weight of predictability in U")
-    p.add_argument("--clock", default="accepted", help="n of the schedule: accepted or iteration")
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="weight of predictability in U (default: 5 demo, 50 truthfulqa)",
+    )
+    p.add_argument("--clock", default="iteration", help="n of the schedule: iteration or accepted")
     p.add_argument("--max-demos", type=int, default=None, help="cap on demonstrations")
     p.add_argument("--context-tokens", type=int, default=None, help="prompt-token budget")
     p.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
@@ -154,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args(argv)
     print(
-        f"model={args.model} ICM: score={args.score} alpha={args.alpha} clock={args.clock} "
+        f"model={args.model} ICM: score={args.score} alpha={args.alpha or 'per data set'} "
+        f"clock={args.clock} "
         f"iterations={args.iterations} seed={args.seed} threads={args.threads}; eval: "
         f"max_demos={args.max_demos} context_tokens={args.context_tokens or 'model context'}\n",
         flush=True,

@@ -221,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
     d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument(
+        "--score",
+        default="mean-logodds",
+        help="sum-logprob or mean-logodds (default: mean-logodds, see the README)",
+    )
     d.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("tasks", help="list the built-in tasks")

@@ -212,7 +212,9 @@ class Search:
         proposal[i] = y
         proposal, ev, fixes = self.consistency_fix(proposal)
         delta = ev.utility - state.utility
-        accept = delta > 0 or self.rng.random() < math.exp(delta / t)
+        # ConsistencyFix may undo the proposal (fix its pair back): then nothing changes.
+        changed = proposal != state.labels
+        accept = changed and (delta > 0 or self.rng.random() < math.exp(delta / t))
         if accept:
             state.labels, state.utility, state.inconsistencies = (
                 proposal,

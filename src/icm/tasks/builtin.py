@@ -118,3 +118,13 @@ register(
         description="TruthfulQA answer comparisons; (A, B) and (B, A) -> exactly one True",
     )
 )
+register(
+    Task(
+        "demo",
+        "Sentence: {sentence}\nClaim: This sentence is a statement.\nI think this claim is",
+        rule="asymmetry",
+        key=lambda row: (row.get("sentence"), row.get("other")),
+        description="the demo: is a sentence a statement (True) or a question? Each group holds "
+        "one content as a statement and as a question: exactly one is True",
+    )
+)

@@ -1,0 +1,148 @@
+"""`icm demo`: ICM end to end on a small data set generated here, with the default model.
+
+The concept is "this sentence is a statement" (True) as opposed to a question (False). Of the
+concepts and templates we probed with SmolLM2-135M (days of the week, letter case, plurals,
+antonyms, repetition, word containment, arithmetic, ...), it is the one the model holds: on 64
+claims, 16 gold-labelled demonstrations gave 80-83% accuracy (AUC 0.88-0.90) against 61-66% with
+random labels. The wording matters: "This sentence is a question." inverts the model's signal.
+
+The demo labels a training set with ICM, then scores held-out claims with demonstrations labelled
+by ICM, by gold, at random, and with none, and prints the four accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from . import atomic
+from .config import RunConfig
+from .core.search import SearchConfig
+from .errors import RunError
+
+NOUNS = [
+    "apple",
+    "dog",
+    "car",
+    "house",
+    "tree",
+    "book",
+    "chair",
+    "river",
+    "bird",
+    "table",
+    "window",
+    "flower",
+    "horse",
+    "cup",
+    "shoe",
+    "cloud",
+    "stone",
+    "train",
+    "lamp",
+    "boat",
+    "hat",
+    "door",
+    "fish",
+    "clock",
+]
+ADJECTIVES = ["red", "big", "small", "old", "happy", "fast", "green", "quiet", "cold", "bright"]
+ASKING = ("Where is", "What is", "Why is", "How big is", "Who found")
+PLACES = ("here", "outside", "at home", "on the table", "very nice")
+TRAIN, TEST, ITERATIONS, ALPHA = 20, 32, 24, 5.0
+
+
+def make_demo_rows(n: int, seed: int) -> list[dict]:
+    """`n` claims (n even) in groups of two: one content said as a statement (label True) and
+    asked as a question (False). Each row names the other sentence of its group (`other`), so
+    the task's consistency rule knows the two: exactly one of them is a statement."""
+    rng = random.Random(seed)
+    seen: set[tuple[str, str]] = set()
+    rows: list[dict] = []
+    while len(rows) < n:
+        adj, noun = rng.choice(ADJECTIVES), rng.choice(NOUNS)
+        if (adj, noun) in seen:
+            continue
+        seen.add((adj, noun))
+        statement = f"The {adj} {noun} is {rng.choice(PLACES)}."
+        question = f"{rng.choice(ASKING)} the {adj} {noun}?"
+        pair = [(statement, question, True), (question, statement, False)]
+        rng.shuffle(pair)
+        group = len(rows) // 2
+        rows += [
+            {"sentence": s, "other": o, "label": y, "consistency_id": group} for s, o, y in pair
+        ]
+    return rows
+
+
+def demo_split(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Train and held-out claims; no held-out group shares a sentence with the training set."""
+    train = make_demo_rows(n_train, seed)
+    asked = {r["sentence"] for r in train}
+    test = [
+        r
+        for r in make_demo_rows(n_test + n_train, seed + 1000)
+        if r["sentence"] not in asked and r["other"] not in asked
+    ]
+    return train, test[:n_test]
+
+
+def prepare(out: Path, seed: int, model: str, score: str) -> RunConfig:
+    """Write the generated train/test files into the run folder and return its config."""
+    from .run import Run
+
+    if out.exists() and any(out.iterdir()):
+        previous = out / "config.json"
+        if not (previous.exists() and json.loads(previous.read_text()).get("task") == "demo"):
+            raise RunError(f"{out}: exists and is not a demo run: pass another --out")
+    cfg = RunConfig(
+        task="demo",
+        data=str(out / "data" / "train.jsonl"),
+        model=model,
+        iterations=ITERATIONS,
+        seed=seed,
+        search=SearchConfig(score=score, alpha=ALPHA),
+    )
+    run = Run.create(cfg, out, overwrite=True)
+    (out / "data").mkdir(exist_ok=True)
+    train, test = demo_split(TRAIN, TEST, seed)
+    atomic.write_jsonl(out / "data" / "train.jsonl", train)
+    atomic.write_jsonl(out / "data" / "test.jsonl", test)
+    return run.cfg
+
+
+def main(args: argparse.Namespace) -> int:
+    from .cli import _progress
+    from .eval.icl import EvalConfig, evaluate, write
+    from .run import Run, make_model
+    from .tasks import get_task
+
+    out = Path(args.out)
+    cfg = prepare(out, args.seed, args.model, args.score)
+    run = Run(out, cfg)
+    model = make_model(cfg, get_task("demo"))
+    print(
+        f"icm demo: is a sentence a statement or a question? {TRAIN} claims to label, "
+        f"{TEST} held out; model: {cfg.model}; score: {cfg.search.score}"
+    )
+    summary = run.execute(model=model, on_step=_progress() if args.progress else None)
+    result = evaluate(run, EvalConfig(test=str(out / "data" / "test.jsonl")), model=model)
+    write(result, out)
+    m = result["methods"]
+    print(f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims")
+    print(
+        f"held-out accuracy, {result['test_claims']} claims, "
+        f"{result['demos']['count']} demonstrations labelled by:"
+    )
+    for name in ("zero-shot", "random", "gold", "icm"):
+        lo, hi = m[name]["ci95"]
+        print(f"  {m[name]['title']:14s} {m[name]['accuracy']:6.1%}   (95% CI {lo:.0%}-{hi:.0%})")
+    if m["gold"]["accuracy"] <= 0.6:
+        print(
+            "note: gold-labelled demonstrations barely beat chance in this run, so the model "
+            "holds little of the concept for ICM to elicit; try a larger --model."
+        )
+    print(f"-> {out}/labels.jsonl and {out}/eval.md; `icm report {out}` draws the search")
+    return 0
