@@ -96,6 +96,14 @@ def resolve(name: str) -> str:
     return name
 
 
+def quiet() -> None:
+    """Silence transformers' load reports and progress bars: they would bury icm's own output."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def label_token_ids(tokenizer, word: str) -> list[int]:
     """Single-token spellings of a label word: " True", "True", " true", "true", " TRUE"...
 
@@ -155,10 +163,8 @@ class TransformersModel:
         trust_remote_code: bool = False,
     ) -> TransformersModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging
 
-        logging.set_verbosity_error()  # load reports and progress bars would bury icm's own output
-        logging.disable_progress_bar()
+        quiet()
         path = resolve(name)
         try:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)

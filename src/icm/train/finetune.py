@@ -32,10 +32,10 @@ IGNORE = -100
 
 def load_causal(path: str, dtype: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging
 
-    logging.set_verbosity_error()  # load reports and progress bars would bury icm's output
-    logging.disable_progress_bar()
+    from ..backends.transformers import quiet
+
+    quiet()
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))

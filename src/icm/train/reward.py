@@ -32,10 +32,10 @@ from .common import (
 def load_reward(path: str, dtype: str = "float32"):
     """Tokenizer and a one-output sequence classifier (a fresh head on a causal LM's body)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging
 
-    logging.set_verbosity_error()  # load reports and progress bars would bury icm's output
-    logging.disable_progress_bar()
+    from ..backends.transformers import quiet
+
+    quiet()
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(
