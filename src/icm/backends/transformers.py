@@ -12,6 +12,7 @@ import importlib.util
 import inspect
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ def converted_gguf(path: Path) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    print(f"icm: converting {path.name} once (about a minute); cached in {out}", file=sys.stderr)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, dtype=torch.float32
