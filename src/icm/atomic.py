@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -19,7 +20,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # what open() would give, not mkstemp's private 0600
+        os.fchmod(fd, 0o666 & ~umask())  # what open() would give, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -59,14 +59,8 @@ def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
 def temp_dir(out: Path) -> Path:
     """An empty folder beside `out` to build it in, with the usual permissions (not 0700)."""
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o777 & ~_umask())
+    tmp.chmod(0o777 & ~atomic.umask())
     return tmp
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def replace_dir(new: Path, out: Path) -> None:
