@@ -21,6 +21,14 @@ def shared(rel: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def default_model_converted() -> str:
+    """The cached conversion of the embedded default model, made here if it is missing."""
+    from icm.backends.transformers import resolve
+
+    return resolve("default")
+
+
+@pytest.fixture(scope="session")
 def default_model():
     """The embedded SmolLM2-135M through transformers (converted from GGUF once, then cached)."""
     import torch
