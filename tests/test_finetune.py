@@ -14,6 +14,7 @@ import torch
 from icm.backends.transformers import TransformersModel
 from icm.cli import main
 from icm.export import load_labelled, prompts, records
+from icm.tasks import get_task
 from icm.train import META
 
 from .conftest import shared
@@ -51,6 +52,22 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     assert meta["kind"] == "sft" and meta["steps"] == 2 and meta["records"] == 8
     assert not (out / "adapter_config.json").exists()  # merged, not an adapter
     assert not list(tmp_path.glob(".model*"))  # no temporary folder left behind
+
+    # `icm eval --model` scores the held-out claims with the tuned model, not the run's.
+    rows = json.loads(shared("truthfulqa/train.json").read_text())
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps(rows[400:404]))
+    ev = tmp_path / "eval"
+    argv = ["eval", "--run", str(run), "--test", str(test), "--max-demos", "2", "--out", str(ev)]
+    assert main([*argv, "--model", str(out), "--threads", "1"]) == 0
+    result = json.loads((ev / "eval.json").read_text())
+    assert result["model"] == str(out) and result["run_model"] == "default"
+    queries = [ex.prompt for ex in get_task("truthfulqa").load(test).examples]
+    lp = tuned.query_logprobs([], [], queries)
+    zero_shot = [p["zero-shot"] for p in result["predictions"]]
+    assert np.allclose(zero_shot, lp[:, 1] - lp[:, 0], atol=1e-3)
+    base = default_model.query_logprobs([], [], queries)
+    assert not np.allclose(zero_shot, base[:, 1] - base[:, 0], atol=1e-3)
 
 
 def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):

@@ -60,8 +60,18 @@ class EvalConfig:
     bootstrap: int = field(
         default=2000, metadata={"help": "bootstrap resamples of the 95 percent interval"}
     )
+    model: str = field(
+        default="",
+        metadata={
+            "help": "model to score with, e.g. the folder `icm finetune` wrote; empty: the run's"
+        },
+    )
     threads: int | None = field(
         default=None, metadata={"help": "CPU threads for torch; None: the run's setting"}
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "run Python code shipped with the model (only for models you trust)"},
     )
 
 
@@ -219,8 +229,14 @@ def evaluate(run: Run, cfg: EvalConfig, model: LabelModel | None = None) -> dict
     if has_gold:  # the same demonstrations for every method: those with a gold label
         pool = [i for i in pool if train.gold[i] is not None]
 
+    scorer = cfg.model or run.cfg.model
     if model is None:
-        rcfg = run.cfg if cfg.threads is None else dataclasses.replace(run.cfg, threads=cfg.threads)
+        rcfg = dataclasses.replace(
+            run.cfg,
+            model=scorer,
+            threads=cfg.threads or run.cfg.threads,
+            trust_remote_code=cfg.trust_remote_code,
+        )
         model = make_model(rcfg, task)
     budget = cfg.context_tokens or getattr(model, "max_context", None)
     count = _token_counter(model)
@@ -286,7 +302,8 @@ def evaluate(run: Run, cfg: EvalConfig, model: LabelModel | None = None) -> dict
     return {
         "run": str(run.folder),
         "task": task.name,
-        "model": run.cfg.model,
+        "model": scorer,
+        "run_model": run.cfg.model,
         **info,
         "limit": cfg.limit,
         "test_claims": len(test),
