@@ -104,6 +104,7 @@ def test_killed_while_writing_outputs_resumes_to_the_same_files(baseline, defaul
     (run / ".summary.json.x1y2.tmp").write_text('{"utility": -1')  # a write cut short
     Run.open(run).execute(default_model)
     assert outputs(run) == outputs(baseline)
+    assert not list(run.rglob("*.tmp"))  # the resumed run sweeps what the kill left
 
 
 def test_an_unreadable_checkpoint_is_a_one_line_error(baseline, default_model, tmp_path):
@@ -160,6 +161,17 @@ def test_model_code_runs_only_when_the_user_trusts_it(tmp_path):
     assert marker.exists(), p.stderr  # the control: asked for, the code does run
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert not out.exists()
+
+    # A run folder that trusted the code (perhaps someone else's) does not pass that trust on.
+    marker.unlink()
+    cfg = RunConfig(data=str(GOOD), model=str(model), trust_remote_code=True)
+    Run.create(cfg, out)
+    resume = [str(ICM), "run", "--resume", str(out), "--no-progress"]
+    p = subprocess.run(resume, capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "--trust-remote-code" in p.stderr, p.stderr
+    assert not marker.exists()
+    p = subprocess.run([*resume, "--trust-remote-code"], capture_output=True, text=True, env=env)
+    assert marker.exists(), p.stderr
 
 
 def test_out_of_memory_in_a_forward_pass_says_what_to_lower():

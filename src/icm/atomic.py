@@ -31,6 +31,14 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def sweep(folder: str | Path) -> int:
+    """Remove the temporary files of writes a kill cut short (under `folder`); how many."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

@@ -192,6 +192,7 @@ class Run:
         folder `batches/NNN/` with the same files, and the top level holds the merged outputs.
         """
         cfg = self.cfg
+        atomic.sweep(self.folder)  # only one process works on a run folder
         task, data = load_data(cfg)
         model = model or make_model(cfg, task)
         parts = batches(data, cfg, model)
