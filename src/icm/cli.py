@@ -21,7 +21,7 @@ EPILOG = """quick start:
 A run folder holds config.json, state.json (the checkpoint), trace.jsonl, labels.jsonl and
 summary.json. Errors in input files name the file, the row and the field and exit with code 2."""
 
-RESUMABLE = {"iterations", "threads", "device"}
+RESUMABLE = {"iterations", "threads", "device", "trust_remote_code"}
 RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # where, not what
 """Options that may change when a run is resumed; the rest would change what the run computes."""
 
@@ -108,6 +108,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         fixed = sorted(changed - RESUMABLE)
         if fixed:
             raise IcmError(f"{args.resume}: --resume keeps the run's settings; not {fixed}")
+        # Trust in a model's code is given per command, never taken from a run folder that
+        # someone else may have written.
+        run.cfg.trust_remote_code = False
         run.cfg = _config(args, run.cfg)
         model = prepare(run.cfg)
         atomic.write_json(run.folder / "config.json", run.cfg.to_json())

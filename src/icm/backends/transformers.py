@@ -174,7 +174,10 @@ class TransformersModel:
                 path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
             )
         except Exception as e:  # noqa: BLE001
-            raise ModelError(f"{name}: cannot load model: {str(e).splitlines()[0]}") from e
+            why = str(e).splitlines()[0]
+            if "custom code" in why and not trust_remote_code:
+                why += " Pass --trust-remote-code to run it, if you trust that code."
+            raise ModelError(f"{name}: cannot load model: {why}") from e
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), tok, fmt=fmt, scorer=scorer)
 
