@@ -28,7 +28,9 @@ def test_batches_keep_groups_whole_and_lose_no_row(tmp_path):
     path = tmp_path / "claims.json"
     path.write_text(json.dumps(rows(30)))
     _, data = load_data(RunConfig(task="truthfulqa", data=str(path)))
-    model = SimpleNamespace(count_tokens=lambda text: len(text.split()), max_context=None)
+    model = SimpleNamespace(
+        count_tokens=lambda texts: [len(t.split()) for t in texts], max_context=None
+    )
     for size, budget in [(8, None), (5, None), (100, 60), (7, 40)]:
         cfg = RunConfig(task="truthfulqa", data=str(path), batch_size=size, context_tokens=budget)
         parts = batches(data, cfg, model)

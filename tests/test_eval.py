@@ -130,7 +130,7 @@ def test_eval_scores_every_method_on_the_same_demonstrations(tiny_run, test_file
 def test_demonstrations_fill_the_token_budget(tiny_run, test_file, default_model):
     task = get_task("truthfulqa")
     prompts = [ex.prompt for ex in task.load(tiny_run.cfg.data).first_groups(8).examples]
-    longest = max(default_model.count_tokens(ex.prompt) for ex in task.load(test_file).examples)
+    longest = max(default_model.count_tokens([ex.prompt for ex in task.load(test_file).examples]))
 
     def pick(budget: int | None) -> tuple[list[int], int]:
         return choose_demos(prompts, default_model, task, budget, None, longest, seed=0)
@@ -141,7 +141,7 @@ def test_demonstrations_fill_the_token_budget(tiny_run, test_file, default_model
     assert large[: len(small)] == small  # one seeded order, cut where the budget ends
 
     def cost(i: int) -> int:
-        return default_model.count_tokens(prompts[i] + " False\n\n")
+        return default_model.count_tokens([prompts[i] + " False\n\n"])[0]
 
     assert t_small == sum(cost(i) for i in small)
     assert t_small + longest + 1 <= 260 < t_small + cost(large[len(small)]) + longest + 1

@@ -147,11 +147,13 @@ def test_no_label_in_top_k_is_a_clear_error(server, task):
 
 class FlakyProxy:
     """A real HTTP server in front of the llama.cpp one that answers the first `fail` requests
-    with `status`, as an overloaded server or a gateway does, and forwards the rest."""
+    with `status`, as an overloaded server or a gateway does, and forwards the rest; paths that
+    end with one of `missing` get 404, as from a server without that endpoint."""
 
-    def __init__(self, target: str, status: int, fail: int) -> None:
+    def __init__(self, target: str, status: int, fail: int, missing: tuple[str, ...] = ()) -> None:
         outer = self
         self.hits = 0
+        self.missing: list[str] = []
         self.lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
@@ -162,7 +164,12 @@ class FlakyProxy:
                 with outer.lock:
                     outer.hits += 1
                     failing = outer.hits <= fail
-                if failing:
+                if self.path.endswith(missing):
+                    with outer.lock:
+                        outer.missing.append(self.path)
+                    data = b'{"error": {"message": "not found"}}'
+                    self.send_response(404)
+                elif failing:
                     data = json.dumps({"error": {"message": f"busy ({status})"}}).encode()
                     self.send_response(status)
                     self.send_header("Retry-After", "0")
@@ -188,6 +195,20 @@ class FlakyProxy:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def test_token_counts_come_from_the_servers_tokenizer(server, task, prompts, default_model):
+    model = client(server, task, concurrency=2)
+    assert model.count_tokens(prompts) == default_model.count_tokens(prompts)
+    assert model.count_tokens([]) == []
+    proxy = FlakyProxy(f"http://127.0.0.1:{server.port}", 503, fail=0, missing=("/tokenize",))
+    try:
+        model = OpenAIModel(proxy.url, fmt=task.fmt, api_key=KEY)
+        assert model.count_tokens(prompts[:2]) is None  # batching then falls back to a guess
+        assert model.count_tokens(prompts[:2]) is None
+    finally:
+        proxy.close()
+    assert proxy.missing == ["/tokenize", "/v1/tokenize"]  # both places probed, once
 
 
 @pytest.mark.parametrize("status", [429, 503])
@@ -261,6 +282,17 @@ def test_cli_without_the_key_fails_cleanly(server, tmp_path):
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("icm: ")
     assert "401" in res.stderr and "ICM_API_KEY" in res.stderr
     assert not (tmp_path / "r" / "state.json").exists()
+
+
+def test_an_example_longer_than_the_servers_context_is_refused_before_the_run(server, tmp_path):
+    """The server's tokenizer counts the example and its context length bounds it."""
+    data = Path(__file__).parent / "data" / "bad" / "too_long.jsonl"
+    out = tmp_path / "r"
+    args = ["run", "--backend", "openai", "--base-url", server.base_url, "--data", str(data)]
+    res = icm(*args, "--out", str(out))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "too_long.jsonl: row 2: field 'choice'" in res.stderr and "8192" in res.stderr
+    assert not out.exists()
 
 
 def test_unusable_call_cache_is_a_clean_error(server, task, tmp_path):

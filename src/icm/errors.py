@@ -21,7 +21,11 @@ class ContextLengthError(ModelError):
 
 
 class ServerError(ModelError):
-    """A completion server failed after its retries."""
+    """A completion server failed after its retries; `status` is its last HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RunError(IcmError):

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import atomic
 from .config import RunConfig
-from .core.model import LabelModel
+from .core.model import LabelModel, token_counts
 from .core.search import Search, State, Step
 from .errors import IcmError, RunError
 from .tasks import Dataset, Task, get_task, load_task_spec
@@ -55,9 +55,10 @@ def prepare(cfg: RunConfig) -> LabelModel:
     fails here, before a run folder is created or touched."""
     task, data = load_data(cfg)
     model = make_model(cfg, task)
-    count, context = getattr(model, "count_tokens", None), getattr(model, "max_context", None)
-    if count and context:
-        task.check_lengths(data, count, context)
+    context = getattr(model, "max_context", None)
+    counts = token_counts(model, [ex.prompt for ex in data.examples]) if context else None
+    if counts and context:
+        task.check_lengths(data, counts, context)
     if cfg.iterative_finetune:
         from .iterative import check
 
@@ -112,9 +113,11 @@ def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]
     of its demonstrations' tokens, `--batch-size` its rows.
     """
     limit_rows = cfg.batch_size or len(data)
-    count = getattr(model, "count_tokens", None) or (lambda text: len(text) // 3 + 1)
     budget = cfg.context_tokens or getattr(model, "max_context", None)
-    costs = [count(ex.prompt) + 3 for ex in data.examples] if budget else [0] * len(data)
+    prompts = [ex.prompt for ex in data.examples]
+    # Without the model's tokenizer, about three characters a token (a guess on the safe side).
+    counts = (token_counts(model, prompts) or [len(p) // 3 + 1 for p in prompts]) if budget else []
+    costs = [n + 3 for n in counts] if budget else [0] * len(data)
     # Every prompt is the batch's other demonstrations plus one query: keep room for the longest.
     room = budget - max(costs) if budget else float("inf")
     groups: dict[object, list[int]] = {}

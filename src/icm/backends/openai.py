@@ -170,6 +170,7 @@ class OpenAIModel:
             )
         self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
         self.path = parts.path or "/v1"  # a bare host means the usual /v1 prefix
+        self.netloc = parts.netloc
         self.url = f"{parts.scheme}://{parts.netloc}{self.path}"
         self.fmt = fmt or PromptFormat()
         self.k = top_logprobs
@@ -184,6 +185,8 @@ class OpenAIModel:
         self.variants = [label_variants(w) for w in self.fmt.label_words]
         self.cache = CallCache(call_cache) if call_cache else None
         self.calls = self.tokens = self.cached_tokens = self.cache_hits = 0
+        self._counts: dict[str, int] = {}
+        self._tokenize: str | None = ""  # the endpoint's path prefix; "" not yet probed
         self.model, self.max_context = self._served_model(model)
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -205,12 +208,21 @@ class OpenAIModel:
             conn.close()
             self._local.conn = None
 
-    def _call(self, method: str, endpoint: str, payload: dict | None, abort: _Abort) -> dict:
-        """One request with retries (exponential backoff with jitter, or the server's
-        Retry-After) on 429, 5xx, timeouts and connection errors; any other failure, or the
-        last retry's, is a one-line ServerError. Once a request of the batch has failed for
-        good (`abort`), the others stop retrying."""
-        url = self.url + endpoint
+    def _call(
+        self,
+        method: str,
+        endpoint: str,
+        payload: dict | None,
+        abort: _Abort,
+        prefix: str | None = None,
+    ) -> dict:
+        """One request to `prefix + endpoint` (prefix: the base URL's path, e.g. /v1) with
+        retries (exponential backoff with jitter, or the server's Retry-After) on 429, 5xx,
+        timeouts and connection errors; any other failure, or the last retry's, is a one-line
+        ServerError. Once a request of the batch has failed for good (`abort`), the others stop
+        retrying."""
+        path = (self.path if prefix is None else prefix) + endpoint
+        url = f"{self.scheme}://{self.netloc}{path}"
         body = json.dumps(payload).encode() if payload is not None else None
         why, wait = "", 0.0
         for attempt in range(self.retries + 1):
@@ -220,7 +232,7 @@ class OpenAIModel:
                     raise _Stopped()
             try:
                 conn = self._connection()
-                conn.request(method, self.path + endpoint, body=body, headers=self._headers)
+                conn.request(method, path, body=body, headers=self._headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out
@@ -247,7 +259,7 @@ class OpenAIModel:
                         f"{url}: {why}: use fewer examples per batch or a longer server context"
                     )
                 )
-            raise abort.fail(ServerError(f"{url}: {why}"))
+            raise abort.fail(ServerError(f"{url}: {why}", status=resp.status))
         raise abort.fail(
             ServerError(
                 f"{url}: no answer after {self.retries + 1} attempts ({why}); a run keeps its "
@@ -271,6 +283,46 @@ class OpenAIModel:
         # vLLM and SGLang report max_model_len; llama.cpp its n_ctx under meta.
         ctx = info.get("max_model_len") or (info.get("meta") or {}).get("n_ctx")
         return name, int(ctx) if ctx else None
+
+    # -- tokens -------------------------------------------------------------------------------
+    def _count(self, text: str, prefix: str) -> int:
+        """Tokens of `text` by the server's tokenizer, without special tokens. vLLM reads
+        `prompt` and `add_special_tokens` and answers `count`; llama.cpp reads `content` (and
+        adds no special tokens unless asked) and answers `tokens`."""
+        payload = {"model": self.model, "prompt": text, "content": text}
+        body = self._call(
+            "POST", "/tokenize", {**payload, "add_special_tokens": False}, _Abort(), prefix
+        )
+        count = body.get("count")
+        return int(count) if count is not None else len(body["tokens"])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
+        """Tokens of each text by the server's own tokenizer (its `/tokenize` endpoint, beside
+        `/v1` or under it), memoised; None when the server has no such endpoint."""
+        if self._tokenize == "":  # probe once: which path answers, if any
+            self._tokenize = None
+            for prefix in ("", self.path):
+                try:
+                    self._count("icm", prefix)
+                except ServerError as e:
+                    if e.status in (401, 403) or e.status is None:
+                        raise  # a key or a connection problem, not a missing endpoint
+                    continue
+                except (KeyError, TypeError, ValueError):
+                    continue  # an answer in a layout we do not know: the same as none
+                self._tokenize = prefix
+                break
+        if self._tokenize is None:
+            return None
+        prefix = self._tokenize
+        todo = list(dict.fromkeys(t for t in texts if t not in self._counts))
+        if todo:
+            try:
+                counts = list(self._pool.map(lambda t: self._count(t, prefix), todo))
+            except (KeyError, TypeError, ValueError) as e:
+                raise ServerError(f"{self.url}: unreadable /tokenize answer ({e})") from e
+            self._counts.update(zip(todo, counts, strict=True))
+        return [self._counts[t] for t in texts]
 
     # -- scoring ------------------------------------------------------------------------------
     def _request(self, prompt: str) -> dict:

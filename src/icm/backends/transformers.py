@@ -185,9 +185,11 @@ class TransformersModel:
     def _encode(self, text: str) -> list[int]:
         return self.tok.encode(text, add_special_tokens=False) if text else []
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of `text` alone (batching uses it to fit batches into the context)."""
-        return len(self._encode(text))
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text alone (batching uses them to fit batches into the context)."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
 
     def _piece(self, prompt: str, label: int) -> list[int]:
         """Token ids of a demonstration (label 0/1) or of the bare query (label -1), memoised.

@@ -34,3 +34,15 @@ class LabelModel(Protocol):
     ) -> np.ndarray:
         """Label log-probs of each query after all `demos` (in the given order), shape (m, 2)."""
         ...
+
+
+def token_counts(model: object, texts: Sequence[str]) -> list[int] | None:
+    """Tokens of each text by the model's own tokenizer; None when the backend cannot count.
+
+    A backend may offer two extras beyond `LabelModel`: `count_tokens(texts) -> list[int] | None`
+    and `max_context` (its context length, or None). With them, data is cut into batches that
+    fit the context, and an example too long for it is refused before a run starts.
+    """
+    count = getattr(model, "count_tokens", None)
+    counts = count(list(texts)) if callable(count) else None
+    return None if counts is None else [int(n) for n in counts]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import atomic
-from ..core.model import LabelModel
+from ..core.model import LabelModel, token_counts
 from ..errors import ContextLengthError, IcmError, RunError
 from ..run import LABELS, Run, make_model, resolve_task
 from ..tasks import Dataset, Task
@@ -149,9 +149,9 @@ def read_run_labels(run: Run, task: Task) -> tuple[Dataset, list[int]]:
     return data, icm
 
 
-def _token_counter(model: LabelModel) -> Callable[[str], int]:
-    count = getattr(model, "count_tokens", None)
-    return count if callable(count) else (lambda text: len(text) // 2 + 1)
+def _token_counter(model: LabelModel) -> Callable[[Sequence[str]], list[int]]:
+    """Token counts by the model's tokenizer or, without one, a generous guess."""
+    return lambda texts: token_counts(model, texts) or [len(t) // 2 + 1 for t in texts]
 
 
 def choose_demos(
@@ -168,13 +168,14 @@ def choose_demos(
     count = _token_counter(model)
     order = np.random.default_rng(seed).permutation(len(prompts))
     # Room for the longest query, the format's prefix and a BOS token.
-    room = budget - longest_query - count(task.fmt.prefix) - 1 if budget else None
+    room = budget - longest_query - count([task.fmt.prefix])[0] - 1 if budget else None
     longest_word = max(task.fmt.label_words, key=len)
+    costs = count([p + longest_word + task.fmt.separator for p in prompts])
     chosen, used = [], 0
     for i in order:
         if max_demos is not None and len(chosen) >= max_demos:
             break
-        cost = count(prompts[i] + longest_word + task.fmt.separator)
+        cost = costs[i]
         if room is not None and used + cost > room:
             break
         chosen.append(int(i))
@@ -241,7 +242,7 @@ def evaluate(run: Run, cfg: EvalConfig, model: LabelModel | None = None) -> dict
     budget = cfg.context_tokens or getattr(model, "max_context", None)
     count = _token_counter(model)
     queries = [ex.prompt for ex in test.examples]
-    longest = max(count(q) for q in queries)
+    longest = max(count(queries))
     picked, demo_tokens = choose_demos(
         [train.examples[i].prompt for i in pool],
         model,

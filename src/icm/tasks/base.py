@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,10 +129,11 @@ class Task:
     def key_fields(self) -> list[str]:
         return getattr(self.key, "fields", None) or ["choice", "choice_2"]
 
-    def check_lengths(self, data: Dataset, count: Callable[[str], int], context: int) -> None:
-        """Every example must fit the model's context on its own, or no batch can hold it."""
-        for i, ex in enumerate(data.examples):
-            n = count(ex.prompt) + 1
+    def check_lengths(self, data: Dataset, counts: Sequence[int], context: int) -> None:
+        """Every example (`counts[i]` tokens) must fit the model's context on its own, or no
+        batch can hold it."""
+        for i, tokens in enumerate(counts):
+            n = tokens + 1
             if n > context:
                 row = data.rows[i]
                 name = max(
