@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import shutil
 import sys
 from collections.abc import Callable
@@ -78,41 +77,35 @@ def execute_iterative(
     cfg = run.cfg
     check(cfg, data, parts)
     base = resolve(cfg.model)
-    folders = [run.folder / "batches" / f"{b:03d}" for b in range(len(parts))]
+    folders = [run.batch_folder(b) for b in range(len(parts))]
     names = [cfg.model] + [str(Path("batches", f.name, MODEL_DIR)) for f in folders[:-1]]
-    loaded, summaries = names[0], []
-    for b, idx in enumerate(parts):
-        folder = folders[b]
-        folder.mkdir(parents=True, exist_ok=True)
-        if (folder / SUMMARY).exists() and (folder / LABELS).exists():
-            summaries.append(json.loads((folder / SUMMARY).read_text()))
-        else:
-            if loaded != names[b]:
-                del model  # free the last model before loading the next
-                gc.collect()
-                path = str(run.folder / names[b])
-                model = make_model(dataclasses.replace(cfg, model=path), task)
-                loaded = names[b]
+    current = {"name": names[0], "model": model}
 
-            def step_b(step: Step, state: State, row: dict, b: int = b) -> None:
-                if on_step:
-                    on_step(step, state, {**row, "batch": b + 1, "batches": len(parts)})
+    def model_for(b: int) -> LabelModel:
+        if current["name"] != names[b]:
+            current["model"] = None  # drop this reference to the last model before loading the next
+            gc.collect()
+            path = str(run.folder / names[b])
+            current["model"] = make_model(dataclasses.replace(cfg, model=path), task)
+            current["name"] = names[b]
+        return current["model"]
 
-            summaries.append(
-                run.search_batch(folder, data.subset(idx), model, task.rule, cfg.seed + b, step_b)
-            )
-        out = folder / MODEL_DIR
-        if b + 1 < len(parts) and not (out / "config.json").exists():
-            for stale in folder.glob(f".{MODEL_DIR}.*"):  # left by a fine-tune that was killed
-                shutil.rmtree(stale, ignore_errors=True)
-            sets = [read_labelled(f / LABELS, task) for f in folders[: b + 1]]
-            print(
-                f"icm: fine-tuning on batches 1-{b + 1} ({sum(len(s.rows) for s in sets)} labels)"
-                f" -> {out}",
-                file=sys.stderr,
-            )
-            source = f"{run.folder} batches 1-{b + 1}"
-            finetune_labels(sets, base, out, train_config(run), overwrite=True, source=source)
+    def finetune_after(b: int) -> None:
+        out = folders[b] / MODEL_DIR
+        if b + 1 == len(parts) or (out / "config.json").exists():
+            return
+        for stale in folders[b].glob(f".{MODEL_DIR}.*"):  # left by a fine-tune that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        sets = [read_labelled(f / LABELS, task) for f in folders[: b + 1]]
+        print(
+            f"icm: fine-tuning on batches 1-{b + 1} ({sum(len(s.rows) for s in sets)} labels)"
+            f" -> {out}",
+            file=sys.stderr,
+        )
+        source = f"{run.folder} batches 1-{b + 1}"
+        finetune_labels(sets, base, out, train_config(run), overwrite=True, source=source)
+
+    summaries = run.search_batches(task, data, parts, model_for, finetune_after, on_step)
     summary = run.merge(data, parts, summaries)
     summary["labelled_by"] = names
     atomic.write_json(run.folder / SUMMARY, summary)

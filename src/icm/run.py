@@ -205,29 +205,51 @@ class Run:
             return execute_iterative(self, task, data, parts, model, on_step)
         if len(parts) == 1:
             return self.search_batch(self.folder, data, model, task.rule, cfg.seed, on_step)
+        summaries = self.search_batches(task, data, parts, lambda b: model, on_step=on_step)
+        return self.merge(data, parts, summaries)
+
+    def batch_folder(self, b: int) -> Path:
+        return self.folder / "batches" / f"{b:03d}"
+
+    def search_batches(
+        self,
+        task: Task,
+        data: Dataset,
+        parts: list[list[int]],
+        model_for: Callable[[int], LabelModel],
+        after: Callable[[int], None] | None = None,
+        on_step: Callable[[Step, State, dict], None] | None = None,
+    ) -> list[dict]:
+        """Search the batches in order, each in `batches/NNN/` from its checkpoint; a finished
+        batch is not searched again. `model_for(b)` is asked for batch b's model only when b
+        still needs a search; `after(b)` runs once batch b has its labels."""
         summaries = []
         for b, idx in enumerate(parts):
-            folder = self.folder / "batches" / f"{b:03d}"
+            folder = self.batch_folder(b)
             folder.mkdir(parents=True, exist_ok=True)
-            done = folder / SUMMARY
-            if done.exists() and (folder / LABELS).exists():
-                summaries.append(json.loads(done.read_text()))
-                continue
+            if (folder / SUMMARY).exists() and (folder / LABELS).exists():
+                summaries.append(json.loads((folder / SUMMARY).read_text()))
+            else:
 
-            def step_b(step: Step, state: State, row: dict, b: int = b) -> None:
-                if on_step:
-                    on_step(step, state, {**row, "batch": b + 1, "batches": len(parts)})
+                def step_b(step: Step, state: State, row: dict, b: int = b) -> None:
+                    if on_step:
+                        on_step(step, state, {**row, "batch": b + 1, "batches": len(parts)})
 
-            summaries.append(
-                self.search_batch(folder, data.subset(idx), model, task.rule, cfg.seed + b, step_b)
-            )
-        return self.merge(data, parts, summaries)
+                seed = self.cfg.seed + b
+                summaries.append(
+                    self.search_batch(
+                        folder, data.subset(idx), model_for(b), task.rule, seed, step_b
+                    )
+                )
+            if after:
+                after(b)
+        return summaries
 
     def merge(self, data: Dataset, parts: list[list[int]], summaries: list[dict]) -> dict:
         """labels.jsonl in the input's row order, and one summary over the batches."""
         rows: list[dict] = [{}] * len(data)
         for b, idx in enumerate(parts):
-            labelled = atomic.read_jsonl(self.folder / "batches" / f"{b:03d}" / LABELS)
+            labelled = atomic.read_jsonl(self.batch_folder(b) / LABELS)
             for i, row in zip(idx, labelled, strict=True):
                 rows[i] = {**row, "icm_batch": b}
         atomic.write_jsonl(self.folder / LABELS, rows)
