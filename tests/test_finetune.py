@@ -53,6 +53,16 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     assert not (out / "adapter_config.json").exists()  # merged, not an adapter
     assert not list(tmp_path.glob(".model*"))  # no temporary folder left behind
 
+    # --adapter: the same training saved as a LoRA adapter, folded into its base on loading.
+    adapter = tmp_path / "adapter"
+    argv[3] = str(adapter)
+    assert main([*argv, "--threads", "1", "--adapter"]) == 0
+    assert (adapter / "adapter_model.safetensors").stat().st_size < 20e6
+    assert not (adapter / "model.safetensors").exists()
+    np.testing.assert_allclose(
+        label_logprobs(TransformersModel.load(str(adapter)), run), after, atol=1e-4
+    )
+
     # `icm eval --model` scores the held-out claims with the tuned model, not the run's.
     rows = json.loads(shared("truthfulqa/train.json").read_text())
     test = tmp_path / "test.json"

@@ -65,7 +65,8 @@ def test_second_batch_is_labelled_by_the_model_tuned_on_the_first(default_model,
     assert np.abs(base[:, 1] - base[:, 0] - logodds).max() > 1e-2
 
     # Resume after losing the second batch: the model is reused, the labels come out the same.
-    weights = tuned_dir / "model.safetensors"
+    weights = tuned_dir / "adapter_model.safetensors"  # an adapter, not a copy of the model
+    assert weights.stat().st_size < 20e6 and not (tuned_dir / "model.safetensors").exists()
     stamp = weights.stat().st_mtime_ns
     before = (out / "labels.jsonl").read_text()
     for name in ("state.json", "trace.jsonl", "labels.jsonl", "summary.json"):

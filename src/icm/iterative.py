@@ -2,7 +2,8 @@
 
 This is how the paper takes ICM past what one context holds. Every fine-tune starts from the run's
 base model and trains on all labels so far (not on top of the previous fine-tune), so the model
-that labels batch j+1 is what `icm finetune` would make from batches 1..j. The run folder:
+that labels batch j+1 is what `icm finetune --adapter` would make from batches 1..j: a LoRA adapter
+(megabytes, not a copy of the model), loaded on top of the base model. The run folder:
 
     batches/000/            batch 1, labelled by the base model; finetuned/: trained on batch 1
     batches/001/            batch 2, labelled by batches/000/finetuned; finetuned/: on batches 1-2
@@ -30,7 +31,7 @@ from .errors import IcmError
 from .export import read_labelled
 from .run import LABELS, SUMMARY, Run, make_model
 from .tasks import Dataset, Task
-from .train import TrainConfig
+from .train import META, TrainConfig
 
 MODEL_DIR = "finetuned"
 
@@ -45,6 +46,7 @@ def train_config(run: Run) -> TrainConfig:
         device=cfg.device,
         dtype=cfg.dtype,
         threads=cfg.threads,
+        adapter=True,  # megabytes per batch, not a copy of the model
     )
 
 
@@ -92,7 +94,7 @@ def execute_iterative(
 
     def finetune_after(b: int) -> None:
         out = folders[b] / MODEL_DIR
-        if b + 1 == len(parts) or (out / "config.json").exists():
+        if b + 1 == len(parts) or (out / META).exists():
             return
         for stale in folders[b].glob(f".{MODEL_DIR}.*"):  # left by a fine-tune that was killed
             shutil.rmtree(stale, ignore_errors=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
+import json
 import os
 import shutil
 import sys
@@ -98,6 +99,23 @@ def resolve(name: str) -> str:
     return name
 
 
+def adapter_base(path: str) -> str | None:
+    """For a LoRA adapter folder (`icm finetune --adapter`, or any PEFT adapter): what its base
+    model loads from; None for a full model. The adapter is folded into the base on loading."""
+    config = Path(path, "adapter_config.json")
+    if not config.is_file():
+        return None
+    try:
+        base = json.loads(config.read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError) as e:
+        raise ModelError(f"{config}: unreadable adapter config: {e}") from e
+    if not base:
+        raise ModelError(f"{config}: names no base model (base_model_name_or_path)")
+    if importlib.util.find_spec("peft") is None:
+        raise ModelError(f"{path}: a LoRA adapter needs peft: pip install 'icm[train]'")
+    return resolve(base)
+
+
 def quiet() -> None:
     """Silence transformers' load reports and progress bars: they would bury icm's own output."""
     from transformers.utils import logging
@@ -168,11 +186,21 @@ class TransformersModel:
 
         quiet()
         path = resolve(name)
+        base = adapter_base(path)
         try:
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(
-                path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            tok = AutoTokenizer.from_pretrained(
+                base if base and not Path(path, "tokenizer_config.json").exists() else path,
+                trust_remote_code=trust_remote_code,
             )
+            model = AutoModelForCausalLM.from_pretrained(
+                base or path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+            if base:
+                from peft import PeftModel
+
+                with warnings.catch_warnings():  # peft calls a method transformers 5 deprecates
+                    warnings.simplefilter("ignore", FutureWarning)
+                    model = PeftModel.from_pretrained(model, path).merge_and_unload()
         except Exception as e:  # noqa: BLE001
             why = str(e).splitlines()[0]
             if "custom code" in why and not trust_remote_code:

@@ -95,16 +95,16 @@ def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Te
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
 
 
-def save_merged(model, tokenizer, out: Path, meta: dict) -> None:
-    """Fold LoRA into the weights and write model + tokenizer + META to a temporary folder beside
-    `out`, then move it into place: a half-written model folder is never seen."""
+def save_model(model, tokenizer, out: Path, meta: dict, adapter: bool = False) -> None:
+    """Write the LoRA weights folded into the model (or, with `adapter`, the LoRA adapter alone)
+    + tokenizer + META to a temporary folder beside `out`, then move it into place: a
+    half-written model folder is never seen."""
     from ..export.write import replace_dir, temp_dir
 
-    merged = model.merge_and_unload()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out)
     try:
-        merged.to("cpu").save_pretrained(tmp)
+        (model if adapter else model.merge_and_unload()).to("cpu").save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(tmp, out)

@@ -22,6 +22,13 @@ class TrainConfig:
         default=1024, metadata={"help": "reward model: longest text in tokens (cut at the end)"}
     )
     seed: int = field(default=0, metadata={"help": "seed of the LoRA init and the record order"})
+    adapter: bool = field(
+        default=False,
+        metadata={
+            "help": "save only the LoRA adapter (megabytes, not a copy of the model); it loads "
+            "as --model like a full model folder, on top of the base model it names"
+        },
+    )
     device: str | None = field(
         default=None, metadata={"help": "torch device (default: cuda if any)"}
     )

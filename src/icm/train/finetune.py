@@ -3,7 +3,8 @@
 A record is the zero-shot ICM prompt followed by the label word ICM chose, tokenised exactly as the
 scorer does (BOS if the tokenizer adds one, the prompt, then the label word); the loss is the
 cross-entropy of the label token(s) only, so the model learns the labels, not the claims. The LoRA
-weights are merged before saving, so the folder loads like any model: `icm run --model DIR`.
+weights are merged before saving, so the folder loads like any model: `icm run --model DIR`; with
+`adapter` only the adapter is saved, which `icm run --model DIR` loads on top of its base model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from .common import (
     check_out,
     meta,
     pad,
-    save_merged,
+    save_model,
     setup,
     train_loop,
 )
@@ -85,7 +86,7 @@ def finetune_labels(
 
     losses = train_loop(model, len(records), loss_fn, cfg)
     info = meta("sft", source, base, cfg, losses, records=len(records))
-    save_merged(model, tok, out, info)
+    save_model(model, tok, out, info, adapter=cfg.adapter)
     return info
 
 

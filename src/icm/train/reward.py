@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import ModelError
+from ..errors import IcmError, ModelError
 from ..export import load_labelled, records
 from .common import (
     TrainConfig,
@@ -23,7 +23,7 @@ from .common import (
     check_out,
     meta,
     pad,
-    save_merged,
+    save_model,
     setup,
     train_loop,
 )
@@ -69,6 +69,8 @@ def train_reward(
 ) -> dict:
     """Train a reward model on the run's ICM preference pairs; write it to `out`."""
     cfg = cfg or TrainConfig()
+    if cfg.adapter:
+        raise IcmError("--adapter is for the language model; a reward model is saved merged")
     device = setup(cfg)
     out = check_out(out, overwrite)
     pairs = records(load_labelled(run, searched_only), "rm")
@@ -84,5 +86,5 @@ def train_reward(
 
     losses = train_loop(rm, len(pairs), loss_fn, cfg)
     info = meta("reward", str(run), base, cfg, losses, pairs=len(pairs))
-    save_merged(rm, tok, out, info)
+    save_model(rm, tok, out, info)
     return info
