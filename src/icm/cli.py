@@ -26,6 +26,13 @@ RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # 
 """Options that may change when a run is resumed; the rest would change what the run computes."""
 
 
+def _default(text: str, default: object) -> str:
+    """The help's "(default: X)" suffix, unless the help already says what the default is."""
+    if "default" in text or default in ("", None) and "None:" in text or default == "":
+        return ""
+    return f" (default: {default})"
+
+
 def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = frozenset()) -> None:
     for f in dataclasses.fields(cls):
         if f.name in skip or not f.metadata.get("help"):
@@ -47,7 +54,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = fro
             dest=f.name,
             type=conv,
             default=argparse.SUPPRESS,
-            help=f"{f.metadata['help']} (default: {default})",
+            help=f.metadata["help"] + _default(f.metadata["help"], default),
         )
 
 
