@@ -89,6 +89,18 @@ def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):
     assert (out / "keep.txt").read_text() == "mine"
 
 
+def test_no_adapter_on_top_of_an_adapter(run, default_model_converted, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    config = {"base_model_name_or_path": default_model_converted, "peft_type": "LORA"}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    out = tmp_path / "model"
+    argv = ["finetune", str(run), "--model", str(adapter), "--adapter", "--out", str(out)]
+    assert main(argv) == 2
+    assert "itself a LoRA adapter" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_reward_model_learns_the_icm_preferences(tmp_path):
     from icm.train.common import base_model_path

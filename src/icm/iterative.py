@@ -37,6 +37,8 @@ MODEL_DIR = "finetuned"
 
 
 def train_config(run: Run) -> TrainConfig:
+    from .backends.transformers import adapter_base, resolve
+
     cfg = run.cfg
     return TrainConfig(
         epochs=cfg.finetune_epochs,
@@ -46,7 +48,9 @@ def train_config(run: Run) -> TrainConfig:
         device=cfg.device,
         dtype=cfg.dtype,
         threads=cfg.threads,
-        adapter=True,  # megabytes per batch, not a copy of the model
+        # Megabytes per batch instead of a copy of the model (a base that is itself an adapter
+        # gets merged models: an adapter on an adapter would not load on its own).
+        adapter=adapter_base(resolve(cfg.model)) is None,
     )
 
 

@@ -116,6 +116,43 @@ def adapter_base(path: str) -> str | None:
     return resolve(base)
 
 
+def load_pretrained(
+    name: str,
+    auto: str = "AutoModelForCausalLM",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    **kw,
+):
+    """(tokenizer, model) for `name`: "default", a GGUF file, a Hugging Face id or folder, or a
+    LoRA adapter folder (folded into its base). `auto` names the transformers Auto class; `kw`
+    goes to its `from_pretrained`. Any failure is one ModelError line."""
+    import transformers
+
+    quiet()
+    path = resolve(name)
+    base = adapter_base(path)
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(
+            base if base and not Path(path, "tokenizer_config.json").exists() else path,
+            trust_remote_code=trust_remote_code,
+        )
+        model = getattr(transformers, auto).from_pretrained(
+            base or path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **kw
+        )
+        if base:
+            from peft import PeftModel
+
+            with warnings.catch_warnings():  # peft calls a method transformers 5 deprecates
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, path).merge_and_unload()
+    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
+        why = str(e).splitlines()[0]
+        if "custom code" in why and not trust_remote_code:
+            why += " Pass --trust-remote-code to run it, if you trust that code."
+        raise ModelError(f"{name}: cannot load model: {why}") from e
+    return tok, model
+
+
 def quiet() -> None:
     """Silence transformers' load reports and progress bars: they would bury icm's own output."""
     from transformers.utils import logging
@@ -182,30 +219,7 @@ class TransformersModel:
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> TransformersModel:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        quiet()
-        path = resolve(name)
-        base = adapter_base(path)
-        try:
-            tok = AutoTokenizer.from_pretrained(
-                base if base and not Path(path, "tokenizer_config.json").exists() else path,
-                trust_remote_code=trust_remote_code,
-            )
-            model = AutoModelForCausalLM.from_pretrained(
-                base or path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-            )
-            if base:
-                from peft import PeftModel
-
-                with warnings.catch_warnings():  # peft calls a method transformers 5 deprecates
-                    warnings.simplefilter("ignore", FutureWarning)
-                    model = PeftModel.from_pretrained(model, path).merge_and_unload()
-        except Exception as e:  # noqa: BLE001
-            why = str(e).splitlines()[0]
-            if "custom code" in why and not trust_remote_code:
-                why += " Pass --trust-remote-code to run it, if you trust that code."
-            raise ModelError(f"{name}: cannot load model: {why}") from e
+        tok, model = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), tok, fmt=fmt, scorer=scorer)
 

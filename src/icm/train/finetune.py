@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ModelError
+from ..backends.transformers import adapter_base, load_pretrained
+from ..errors import IcmError
 from ..export import Labelled, load_labelled
 from .common import (
     TrainConfig,
@@ -29,20 +30,6 @@ from .common import (
 )
 
 IGNORE = -100
-
-
-def load_causal(path: str, dtype: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ..backends.transformers import quiet
-
-    quiet()
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
-        raise ModelError(f"{path}: cannot load model: {str(e).splitlines()[0]}") from e
-    return tok, model
 
 
 def encode(tok, data: Labelled) -> list[tuple[list[int], list[int]]]:
@@ -69,9 +56,14 @@ def finetune_labels(
 ) -> dict:
     """Fine-tune the model at `base` on the labels of `sets`; write the merged model to `out`."""
     cfg = cfg or TrainConfig()
+    if cfg.adapter and adapter_base(base):
+        raise IcmError(
+            f"{base} is itself a LoRA adapter: an adapter on top of it would not load on its own; "
+            "fine-tune without --adapter"
+        )
     device = setup(cfg)
     out = check_out(out, overwrite)
-    tok, model = load_causal(base, cfg.dtype)
+    tok, model = load_pretrained(base, dtype=cfg.dtype)
     records = [r for data in sets for r in encode(tok, data)]
     model = add_lora(model.to(device), cfg, "CAUSAL_LM")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import IcmError, ModelError
+from ..errors import IcmError
 from ..export import load_labelled, records
 from .common import (
     TrainConfig,
@@ -31,18 +31,11 @@ from .common import (
 
 def load_reward(path: str, dtype: str = "float32"):
     """Tokenizer and a one-output sequence classifier (a fresh head on a causal LM's body)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from ..backends.transformers import load_pretrained
 
-    from ..backends.transformers import quiet
-
-    quiet()
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=getattr(torch, dtype)
-        )
-    except Exception as e:  # noqa: BLE001
-        raise ModelError(f"{path}: cannot load a reward model: {str(e).splitlines()[0]}") from e
+    tok, model = load_pretrained(
+        path, "AutoModelForSequenceClassification", dtype=dtype, num_labels=1
+    )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     # The head reads the last token that is not padding: it must know the padding id.
