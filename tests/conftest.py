@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,21 @@ def shared(rel: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the shared data sets are not beside this checkout")
     return path
+
+
+def custom_code_model(folder: Path, marker: Path) -> Path:
+    """A model folder whose config points at its own Python code, which writes `marker` when
+    it runs (and then fails to load: it defines no model)."""
+    from icm.backends.transformers import resolve
+
+    folder.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(resolve("default")) / name, folder / name)
+    auto = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    auto["AutoModelForSequenceClassification"] = "custom.Model"
+    (folder / "config.json").write_text(json.dumps({"model_type": "custom", "auto_map": auto}))
+    (folder / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    return folder
 
 
 @pytest.fixture(scope="session")

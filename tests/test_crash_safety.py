@@ -22,7 +22,7 @@ from icm.core.search import SearchConfig
 from icm.errors import ContextLengthError, RunError
 from icm.run import Run
 
-from .conftest import shared
+from .conftest import custom_code_model, shared
 
 ICM = Path(sys.executable).parent / "icm"
 GOOD = Path(__file__).parent / "data" / "bad" / "good.jsonl"
@@ -141,16 +141,8 @@ def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
 
 def test_model_code_runs_only_when_the_user_trusts_it(tmp_path):
     """A model folder whose config points at its own Python code: refused by default."""
-    from icm.backends.transformers import resolve
-
-    model = tmp_path / "model"
-    model.mkdir()
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(Path(resolve("default")) / name, model / name)
-    auto = {"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
-    (model / "config.json").write_text(json.dumps({"model_type": "custom", "auto_map": auto}))
     marker = tmp_path / "code-ran"
-    (model / "custom.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    model = custom_code_model(tmp_path / "model", marker)
     out = tmp_path / "run"
     cmd = [str(ICM), "run", "--data", str(GOOD), "--model", str(model), "--out", str(out)]
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}

@@ -17,7 +17,7 @@ from icm.export import load_labelled, prompts, records
 from icm.tasks import get_task
 from icm.train import META
 
-from .conftest import shared
+from .conftest import custom_code_model, shared
 from .test_export import make_run
 
 pytest.importorskip("peft")
@@ -87,6 +87,18 @@ def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):
     assert main(["finetune", str(run), "--out", str(out), "--max-steps", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", [[], ["--reward-model"]], ids=["sft", "reward"])
+def test_model_code_runs_in_training_only_when_trusted(run, kind, tmp_path, capsys):
+    marker = tmp_path / "code-ran"
+    model = custom_code_model(tmp_path / "custom", marker)
+    argv = ["finetune", str(run), *kind, "--model", str(model), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    assert "--trust-remote-code" in capsys.readouterr().err and not marker.exists()
+    assert main([*argv, "--trust-remote-code"]) == 2  # it ran, then defined no model
+    assert marker.exists()
+    assert not (tmp_path / "m").exists()
 
 
 def test_no_adapter_on_top_of_an_adapter(run, default_model_converted, tmp_path, capsys):

@@ -48,6 +48,7 @@ def train_config(run: Run) -> TrainConfig:
         device=cfg.device,
         dtype=cfg.dtype,
         threads=cfg.threads,
+        trust_remote_code=cfg.trust_remote_code,
         # Megabytes per batch instead of a copy of the model (a base that is itself an adapter
         # gets merged models: an adapter on an adapter would not load on its own).
         adapter=adapter_base(resolve(cfg.model)) is None,

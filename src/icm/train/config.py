@@ -33,6 +33,10 @@ class TrainConfig:
         default=None, metadata={"help": "torch device (default: cuda if any)"}
     )
     dtype: str = field(default="float32", metadata={"help": "weights dtype while training"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "run Python code shipped with the model (only for models you trust)"},
+    )
     threads: int | None = field(
         default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
     )

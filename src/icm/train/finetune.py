@@ -63,7 +63,7 @@ def finetune_labels(
         )
     device = setup(cfg)
     out = check_out(out, overwrite)
-    tok, model = load_pretrained(base, dtype=cfg.dtype)
+    tok, model = load_pretrained(base, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     records = [r for data in sets for r in encode(tok, data)]
     model = add_lora(model.to(device), cfg, "CAUSAL_LM")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0

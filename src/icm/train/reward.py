@@ -29,13 +29,12 @@ from .common import (
 )
 
 
-def load_reward(path: str, dtype: str = "float32"):
+def load_reward(path: str, dtype: str = "float32", trust_remote_code: bool = False):
     """Tokenizer and a one-output sequence classifier (a fresh head on a causal LM's body)."""
     from ..backends.transformers import load_pretrained
 
-    tok, model = load_pretrained(
-        path, "AutoModelForSequenceClassification", dtype=dtype, num_labels=1
-    )
+    auto = "AutoModelForSequenceClassification"
+    tok, model = load_pretrained(path, auto, dtype, trust_remote_code, num_labels=1)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     # The head reads the last token that is not padding: it must know the padding id.
@@ -68,7 +67,7 @@ def train_reward(
     out = check_out(out, overwrite)
     pairs = records(load_labelled(run, searched_only), "rm")
     base = base_model_path(run, model)
-    tok, rm = load_reward(base, cfg.dtype)
+    tok, rm = load_reward(base, cfg.dtype, cfg.trust_remote_code)
     rm = add_lora(rm.to(device), cfg, "SEQ_CLS")
 
     def loss_fn(idx: list[int]) -> torch.Tensor:
