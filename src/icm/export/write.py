@@ -64,7 +64,14 @@ def temp_dir(out: Path) -> Path:
 
 
 def replace_dir(new: Path, out: Path) -> None:
-    """Move the complete folder `new` to `out`; an old `out` is removed only after the move."""
+    """Move the complete folder `new` to `out`; an old `out` is removed only after the move.
+
+    Its files get the usual permissions first: some writers (safetensors) leave them 0600, which
+    would keep a model from the other users of a shared machine."""
+    mode = 0o666 & ~atomic.umask()
+    for f in new.rglob("*"):
+        if f.is_file():
+            f.chmod(mode)
     old = None
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
