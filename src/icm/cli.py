@@ -28,7 +28,7 @@ RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # 
 
 def _default(text: str, default: object) -> str:
     """The help's "(default: X)" suffix, unless the help already says what the default is."""
-    if "default" in text or default in ("", None) and "None:" in text or default == "":
+    if "default" in text or default == "" or (default is None and "None:" in text):
         return ""
     return f" (default: {default})"
 

@@ -36,9 +36,7 @@ from .train import META, TrainConfig
 MODEL_DIR = "finetuned"
 
 
-def train_config(run: Run) -> TrainConfig:
-    from .backends.transformers import adapter_base, resolve
-
+def train_config(run: Run, adapter: bool) -> TrainConfig:
     cfg = run.cfg
     return TrainConfig(
         epochs=cfg.finetune_epochs,
@@ -49,9 +47,7 @@ def train_config(run: Run) -> TrainConfig:
         dtype=cfg.dtype,
         threads=cfg.threads,
         trust_remote_code=cfg.trust_remote_code,
-        # Megabytes per batch instead of a copy of the model (a base that is itself an adapter
-        # gets merged models: an adapter on an adapter would not load on its own).
-        adapter=adapter_base(resolve(cfg.model)) is None,
+        adapter=adapter,
     )
 
 
@@ -78,12 +74,15 @@ def execute_iterative(
 
     `model` is the run's base model, already loaded; it labels the first batch.
     """
-    from .backends.transformers import resolve
+    from .backends.transformers import adapter_base, resolve
     from .train.finetune import finetune_labels
 
     cfg = run.cfg
     check(cfg, data, parts)
     base = resolve(cfg.model)
+    # Megabytes per batch instead of a copy of the model (a base that is itself an adapter gets
+    # merged models: an adapter on an adapter would not load on its own).
+    tcfg = train_config(run, adapter=adapter_base(base) is None)
     folders = [run.batch_folder(b) for b in range(len(parts))]
     names = [cfg.model] + [str(Path("batches", f.name, MODEL_DIR)) for f in folders[:-1]]
     current = {"name": names[0], "model": model}
@@ -110,7 +109,7 @@ def execute_iterative(
             file=sys.stderr,
         )
         source = f"{run.folder} batches 1-{b + 1}"
-        finetune_labels(sets, base, out, train_config(run), overwrite=True, source=source)
+        finetune_labels(sets, base, out, tcfg, overwrite=True, source=source)
 
     summaries = run.search_batches(task, data, parts, model_for, finetune_after, on_step)
     summary = run.merge(data, parts, summaries)

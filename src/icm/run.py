@@ -57,7 +57,7 @@ def prepare(cfg: RunConfig) -> LabelModel:
     model = make_model(cfg, task)
     context = getattr(model, "max_context", None)
     counts = token_counts(model, [ex.prompt for ex in data.examples]) if context else None
-    if counts and context:
+    if counts:
         task.check_lengths(data, counts, context)
     if cfg.iterative_finetune:
         from .iterative import check
@@ -114,10 +114,11 @@ def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]
     """
     limit_rows = cfg.batch_size or len(data)
     budget = cfg.context_tokens or getattr(model, "max_context", None)
-    prompts = [ex.prompt for ex in data.examples]
-    # Without the model's tokenizer, about three characters a token (a guess on the safe side).
-    counts = (token_counts(model, prompts) or [len(p) // 3 + 1 for p in prompts]) if budget else []
-    costs = [n + 3 for n in counts] if budget else [0] * len(data)
+    costs = [0] * len(data)
+    if budget:
+        prompts = [ex.prompt for ex in data.examples]
+        # Without the model's tokenizer, about three characters a token (a guess on the safe side).
+        costs = [n + 3 for n in token_counts(model, prompts) or [len(p) // 3 + 1 for p in prompts]]
     # Every prompt is the batch's other demonstrations plus one query: keep room for the longest.
     room = budget - max(costs) if budget else float("inf")
     groups: dict[object, list[int]] = {}

@@ -54,7 +54,8 @@ def finetune_labels(
     overwrite: bool = False,
     source: str = "",
 ) -> dict:
-    """Fine-tune the model at `base` on the labels of `sets`; write the merged model to `out`."""
+    """Fine-tune the model at `base` on the labels of `sets`; write the merged model (or, with
+    `cfg.adapter`, the adapter) to `out`."""
     cfg = cfg or TrainConfig()
     if cfg.adapter and adapter_base(base):
         raise IcmError(
