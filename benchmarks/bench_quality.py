@@ -76,7 +76,7 @@ def truthfulqa_rows(args: argparse.Namespace) -> Split | None:
 
 
 def bench(name: str, task: str, train: list[dict], test: list[dict], work: Path, args) -> None:
-    from icm import atomic
+    from icm import files
     from icm.config import RunConfig
     from icm.core.search import SearchConfig
     from icm.eval.icl import EvalConfig, evaluate, markdown, write
@@ -84,8 +84,8 @@ def bench(name: str, task: str, train: list[dict], test: list[dict], work: Path,
 
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(folder / "train.json", train)
-    atomic.write_json(folder / "test.json", test)
+    files.write_json(folder / "train.json", train)
+    files.write_json(folder / "test.json", test)
     alpha = args.alpha if args.alpha is not None else ALPHA.get(name, 50.0)
     search = SearchConfig(score=args.score, alpha=alpha, clock=args.clock)
     cfg = RunConfig(

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CHAIN = Path("batches", "000", "chain-0")
 SHARED = Path(os.environ.get("ICM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -39,9 +40,9 @@ def phase(folder: Path, total: int) -> str:
     """Where the killed run stood, from what it left on disk."""
     if not (folder / "config.json").exists():
         return "before its run folder"
-    if not (folder / "state.json").exists():
+    if not (folder / CHAIN / "state.json").exists():
         return "before the first checkpoint"
-    done = json.loads((folder / "state.json").read_text())["iteration"]
+    done = json.loads((folder / CHAIN / "state.json").read_text())["iteration"]
     if done < total:
         return f"mid-search at iteration {done}/{total}"
     return "after the end" if (folder / "summary.json").exists() else "while writing outputs"
@@ -53,7 +54,7 @@ def check_files(folder: Path) -> list[str]:
     problems = []
     if not folder.exists():
         return problems
-    for path in sorted(folder.iterdir()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         if path.name.endswith(".tmp"):
             continue  # an atomic write cut short: never read, replaced by the next write
         text = path.read_text(encoding="utf-8")
@@ -77,7 +78,7 @@ def outputs(folder: Path) -> tuple[bytes, bytes, float]:
     summary = json.loads((folder / "summary.json").read_text())
     return (
         (folder / "labels.jsonl").read_bytes(),
-        (folder / "trace.jsonl").read_bytes(),
+        (folder / CHAIN / "trace.jsonl").read_bytes(),
         summary["utility"],
     )
 

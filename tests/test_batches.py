@@ -4,7 +4,7 @@ import json
 from types import SimpleNamespace
 
 from icm.config import RunConfig
-from icm.run import Run, batches, load_data
+from icm.run import Run, load_data, split
 
 from .standin import PlantedModel
 
@@ -33,7 +33,7 @@ def test_batches_keep_groups_whole_and_lose_no_row(tmp_path):
     )
     for size, budget in [(8, None), (5, None), (100, 60), (7, 40)]:
         cfg = RunConfig(task="truthfulqa", data=str(path), batch_size=size, context_tokens=budget)
-        parts = batches(data, cfg, model)
+        parts = split(data, cfg, model)
         assert sorted(i for p in parts for i in p) == list(range(len(data)))
         for p in parts:
             assert p == sorted(p)  # file order
@@ -63,6 +63,6 @@ def test_batched_run_merges_every_row_in_input_order(tmp_path):
     assert summary["batches"] == len(list((out / "batches").iterdir())) > 1
     assert summary["examples"] == len(source)
     assert sum(s["examples"] for s in summary["per_batch"]) == len(source)
-    for r in labelled:  # each row's batch folder holds it
-        batch = out / "batches" / f"{r['icm_batch']:03d}" / "labels.jsonl"
-        assert r["choice"] in batch.read_text()
+    plan = json.loads((out / "plan.json").read_text())
+    for k, r in enumerate(labelled):  # each row was searched in the batch the plan gave it
+        assert k in plan["batches"][r["icm_batch"]]

@@ -28,7 +28,7 @@ def run16(tmp_path_factory):
     base = ["--task", "truthfulqa", "--data", str(data), "--limit", "16", "--seed", "0"]
     first = icm("run", *base, "--iterations", "4", "--threads", "1", "--out", str(out))
     assert first.returncode == 0, first.stderr
-    snapshot = {p.name: p.read_text() for p in out.iterdir()}
+    snapshot = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
     second = icm("run", "--resume", str(out), "--iterations", "6", "--no-progress")
     assert second.returncode == 0, second.stderr
     return out, snapshot, data, first, second
@@ -36,12 +36,14 @@ def run16(tmp_path_factory):
 
 def test_run_writes_the_run_folder(run16):
     out, snapshot, data, first, _ = run16
-    files = {"config.json", "state.json", "trace.jsonl", "labels.jsonl", "summary.json"}
+    chain = "batches/000/chain-0/"
+    files = {".icm-run", ".lock", "config.json", "plan.json", "labels.jsonl", "summary.json"}
+    files |= {chain + name for name in ("state.json", "trace.jsonl", "final.json")}
     assert set(snapshot) == files
     config = json.loads(snapshot["config.json"])
     assert config["task"] == "truthfulqa" and config["limit"] == 16
     assert config["search"]["alpha"] == 50
-    trace = [json.loads(x) for x in snapshot["trace.jsonl"].splitlines()]
+    trace = [json.loads(x) for x in snapshot[chain + "trace.jsonl"].splitlines()]
     assert [r["n"] for r in trace] == [1, 2, 3, 4]
     for r in trace:
         assert {"T", "example", "proposed", "delta", "accepted", "U", "inconsistencies"} <= set(r)
@@ -71,10 +73,11 @@ def test_labels_cover_every_input_row(run16):
 
 def test_resume_continues_where_it_stopped(run16):
     out, snapshot, *_ = run16
-    trace = lines(out / "trace.jsonl")
+    chain = "batches/000/chain-0/"
+    trace = lines(out / chain / "trace.jsonl")
     assert [r["n"] for r in trace] == [1, 2, 3, 4, 5, 6]
-    assert trace[:4] == [json.loads(x) for x in snapshot["trace.jsonl"].splitlines()]
-    state = json.loads((out / "state.json").read_text())
+    assert trace[:4] == [json.loads(x) for x in snapshot[chain + "trace.jsonl"].splitlines()]
+    state = json.loads((out / chain / "state.json").read_text())
     assert state["iteration"] == 6
     assert json.loads((out / "summary.json").read_text())["iterations"] == 6
     assert json.loads((out / "config.json").read_text())["iterations"] == 6

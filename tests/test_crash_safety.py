@@ -50,11 +50,14 @@ def cli_settings(cfg: RunConfig) -> list[str]:
     ]
 
 
+CHAIN = Path("batches", "000", "chain-0")
+
+
 def outputs(folder: Path) -> tuple[bytes, bytes, float]:
     """What must not change across a kill: labels, the search's trace and the final U."""
     return (
         (folder / "labels.jsonl").read_bytes(),
-        (folder / "trace.jsonl").read_bytes(),
+        (folder / CHAIN / "trace.jsonl").read_bytes(),
         json.loads((folder / "summary.json").read_text())["utility"],
     )
 
@@ -69,7 +72,7 @@ def baseline(default_model, tmp_path_factory) -> Path:
 def test_sigkill_mid_search_then_resume_gives_the_same_labels_and_u(baseline, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([str(ICM), "run", *cli_settings(config()), "--out", str(run)])
-    state = run / "state.json"
+    state = run / CHAIN / "state.json"
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -82,7 +85,7 @@ def test_sigkill_mid_search_then_resume_gives_the_same_labels_and_u(baseline, tm
     killed_at = json.loads(state.read_text())["iteration"]
     assert 1 <= killed_at < ITERATIONS, "the run ended before it could be killed mid-search"
     assert not (run / "summary.json").exists()
-    with open(run / "trace.jsonl", "a") as f:
+    with open(run / CHAIN / "trace.jsonl", "a") as f:
         f.write('{"n": 99, "T": 1.0, "exam')  # a line cut short by a kill, as a crash leaves it
     done = subprocess.run(
         [str(ICM), "run", "--resume", str(run), "--no-progress"], capture_output=True, text=True
@@ -93,8 +96,8 @@ def test_sigkill_mid_search_then_resume_gives_the_same_labels_and_u(baseline, tm
 
 def test_killed_before_the_first_checkpoint_resumes_fresh(baseline, default_model, tmp_path):
     run = Run.create(config(), tmp_path / "run")  # config.json only, as a kill there leaves it
-    Run.open(run.folder).execute(default_model)
-    assert outputs(run.folder) == outputs(baseline)
+    Run.open(run.path).execute(default_model)
+    assert outputs(run.path) == outputs(baseline)
 
 
 def test_killed_while_writing_outputs_resumes_to_the_same_files(baseline, default_model, tmp_path):
@@ -110,7 +113,7 @@ def test_killed_while_writing_outputs_resumes_to_the_same_files(baseline, defaul
 def test_an_unreadable_checkpoint_is_a_one_line_error(baseline, default_model, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(baseline, run)
-    (run / "state.json").write_text('{"labels": [1, 0], "iteration": ')
+    (run / CHAIN / "state.json").write_text('{"labels": [1, 0], "iteration": ')
     with pytest.raises(RunError, match=r"state.json: unreadable checkpoint"):
         Run.open(run).execute(default_model)
 
@@ -131,11 +134,12 @@ def test_a_new_run_never_clobbers_an_existing_one(tmp_path):
 def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
     old = tmp_path / "old"
     (old / "batches" / "000").mkdir(parents=True)
+    (old / ".icm-run").write_text("made by icm\n")
     for name in ("state.json", "summary.json", "batches/000/summary.json", "notes.txt"):
         (old / name).write_text("{}")
     run = Run.create(RunConfig(data=str(GOOD)), old, overwrite=True)
     left = sorted(str(p.relative_to(old)) for p in old.rglob("*"))
-    assert left == ["config.json", "notes.txt"]
+    assert left == [".icm-run", ".lock", "config.json", "notes.txt"]
     assert RunConfig.from_json(json.loads((old / "config.json").read_text())) == run.cfg
 
 

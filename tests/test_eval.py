@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icm import atomic
+from icm import files
 from icm.cli import main
 from icm.config import RunConfig
 from icm.eval import EvalConfig, auc, bootstrap_interval, evaluate, split_groups
-from icm.eval.icl import choose_demos
+from icm.eval.icl import choose_demos, pgr
 from icm.run import Run
 from icm.tasks import get_task
 
@@ -51,6 +51,33 @@ def test_bootstrap_resamples_whole_groups():
     grouped = bootstrap_interval(correct, [k // 4 for k in range(240)], seed=0)
     single = bootstrap_interval(correct, list(range(240)), seed=0)
     assert (grouped[1] - grouped[0]) > 1.5 * (single[1] - single[0])
+
+
+def test_pgr_is_the_share_of_the_gap_to_gold_recovered():
+    assert pgr(0.8, 0.5, 0.9) == pytest.approx(0.75)
+    assert pgr(0.5, 0.5, 0.9) == 0.0 and pgr(0.9, 0.5, 0.9) == 1.0
+    assert pgr(0.4, 0.5, 0.9) == pytest.approx(-0.25)  # worse than zero-shot
+    assert pgr(0.7, 0.6, 0.6) is None  # gold no better than zero-shot: undefined
+
+
+def test_bootstrapped_few_shot_recovers_a_planted_labelling_and_obeys_the_rule():
+    """Each claim leans to its planted label, more so the more demonstrations carry theirs;
+    pairs (2k, 2k+1) are comparisons of which exactly one is True."""
+    from icm.core.consistency import constraints
+    from icm.core.data import Example
+    from icm.eval.icl import bootstrap_labels
+
+    from .standin import PlantedModel
+
+    prompts = [f"claim {i}" for i in range(12)]
+    planted = {p: int(i % 2 == 0) for i, p in enumerate(prompts)}
+    model = PlantedModel(planted, weight=0.3, bias=0.5)
+    pair = [("a", "b"), ("b", "a")]
+    examples = [Example(str(i), p, i // 2, pair[i % 2]) for i, p in enumerate(prompts)]
+    cons = constraints("asymmetry", examples)
+    labels = bootstrap_labels(model, prompts, cons, rounds=3)
+    assert labels == [planted[p] for p in prompts]
+    assert all(labels[2 * k] + labels[2 * k + 1] == 1 for k in range(6))
 
 
 def test_auc():
@@ -100,11 +127,19 @@ def test_file(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_eval_scores_every_method_on_the_same_demonstrations(tiny_run, test_file, default_model):
-    result = evaluate(tiny_run, EvalConfig(test=str(test_file), max_demos=6), default_model)
-    labels = atomic.read_jsonl(tiny_run.folder / "labels.jsonl")
+    result = evaluate(tiny_run.path, EvalConfig(test=str(test_file), max_demos=6), default_model)
+    labels = files.read_jsonl(tiny_run.path / "labels.jsonl")
     gold = [json.loads(test_file.read_text())[k]["label"] for k in range(6)]
-    assert list(result["methods"]) == ["zero-shot", "random", "gold", "icm"]
+    assert list(result["methods"]) == ["zero-shot", "random", "bootstrap", "gold", "icm"]
     assert result["test_claims"] == 6 and result["demos"]["count"] == 6
+    methods = result["methods"]
+    summary = json.loads((tiny_run.path / "summary.json").read_text())
+    assert methods["icm"]["label_cost"]["model_calls"] == summary["model_calls"] > 0
+    assert methods["gold"]["label_cost"] == {"model_calls": 0, "tokens": 0}
+    assert methods["bootstrap"]["label_cost"]["model_calls"] > 0
+    assert all(m["eval_cost"]["tokens"] > 0 for m in methods.values())
+    if methods["gold"]["accuracy"] != methods["zero-shot"]["accuracy"]:
+        assert methods["gold"]["pgr"] == 1.0 and methods["zero-shot"]["pgr"] == 0.0
     for name, m in result["methods"].items():
         assert m["n"] == 6
         lo, hi = m["ci95"]
@@ -152,9 +187,9 @@ def test_demonstrations_fill_the_token_budget(tiny_run, test_file, default_model
 def test_split_mode_never_shows_a_test_question(tiny_run, default_model):
     cfg = EvalConfig(split_test=0.5, split_seed=1, limit=8, max_demos=8)
     # The run labelled the file's first two questions; hold out half the file's questions.
-    result = evaluate(tiny_run, cfg, default_model)
+    result = evaluate(tiny_run.path, cfg, default_model)
     rows = json.loads(shared(TQA).read_text())
-    labels = atomic.read_jsonl(tiny_run.folder / "labels.jsonl")
+    labels = files.read_jsonl(tiny_run.path / "labels.jsonl")
     test_groups = {rows[int(p["uid"])]["consistency_id"] for p in result["predictions"]}
     demo_groups = {labels[int(u)]["consistency_id"] for u in result["demos"]["uids"]}
     assert not test_groups & demo_groups
@@ -165,7 +200,7 @@ def test_split_mode_never_shows_a_test_question(tiny_run, default_model):
 @pytest.mark.slow
 def test_cli_eval_writes_json_markdown_and_chart(tiny_run, test_file, tmp_path, capsys):
     out = tmp_path / "ev"
-    argv = ["eval", "--run", str(tiny_run.folder), "--test", str(test_file)]
+    argv = ["eval", "--run", str(tiny_run.path), "--test", str(test_file)]
     assert main([*argv, "--limit", "3", "--max-demos", "4", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     result = json.loads((out / "eval.json").read_text())
@@ -194,7 +229,7 @@ def test_cli_eval_writes_json_markdown_and_chart(tiny_run, test_file, tmp_path, 
     assert err.startswith("icm: ") and str(bad) in err and "row 2" in err and "'choice'" in err
     assert "\n" not in err
     assert (out / "eval.json").read_bytes() == before
-    assert main(["eval", "--run", str(tiny_run.folder), "--out", str(out)]) == 2
+    assert main(["eval", "--run", str(tiny_run.path), "--out", str(out)]) == 2
     assert "--test" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path), "--test", str(test_file)]) == 2
     assert "not a run folder" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from icm import atomic
+from icm import files
 from icm.cli import main
 from icm.config import RunConfig
 from icm.export import export_run, load_labelled, records
@@ -40,8 +40,8 @@ QUESTIONS = {0: "What is the capital of France?", 1: "When does water boil?"}
 
 def make_run(folder, task, rows, labels, label_field="label"):
     folder.mkdir(parents=True, exist_ok=True)
-    atomic.write_json(folder / "config.json", RunConfig(task=task, data="unused.json").to_json())
-    atomic.write_jsonl(
+    files.write_json(folder / "config.json", RunConfig(task=task, data="unused.json").to_json())
+    files.write_jsonl(
         folder / "labels.jsonl",
         (
             {**row, "icm_label": y, "icm_logodds": 1.0 if y else -1.0, "icm_searched": k % 2 == 0}
@@ -174,7 +174,7 @@ def test_containers_round_trip(claims_run, tmp_path, name):
     want = records(load_labelled(claims_run), "sft-chat")
     assert n == len(want)
     if name.endswith(".jsonl"):
-        got = atomic.read_jsonl(out)
+        got = files.read_jsonl(out)
     elif name.endswith(".json"):
         got = json.loads(out.read_text())
     elif name.endswith(".parquet"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from icm import atomic
+from icm import files
 from icm.backends.transformers import TransformersModel
 from icm.cli import main
 from icm.export import load_labelled, prompts, records
@@ -60,7 +60,7 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     assert main([*argv, "--threads", "1", "--adapter"]) == 0
     assert (adapter / "adapter_model.safetensors").stat().st_size < 20e6
     assert not (adapter / "model.safetensors").exists()
-    mode = 0o666 & ~atomic.umask()  # readable by whoever may read new files, weights included
+    mode = 0o666 & ~files.umask()  # readable by whoever may read new files, weights included
     assert {f.stat().st_mode & 0o777 for f in [*out.iterdir(), *adapter.iterdir()]} == {mode}
     np.testing.assert_allclose(
         label_logprobs(TransformersModel.load(str(adapter)), run), after, atol=1e-4
@@ -88,7 +88,7 @@ def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     assert main(["finetune", str(run), "--out", str(out), "--max-steps", "1"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "a folder icm did not write" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "mine"
 
 

@@ -2,6 +2,7 @@
 one-step LoRA fine-tune between them, then a resume that redoes only what was removed."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -54,7 +55,8 @@ def test_second_batch_is_labelled_by_the_model_tuned_on_the_first(default_model,
     assert [r["icm_batch"] for r in merged] == [0] * 4 + [1] * 4
 
     # Batch 2's log-odds are the fine-tuned model's leave-one-out terms, not the base model's.
-    second = out / "batches" / "001" / "labels.jsonl"
+    second = tmp_path / "second.jsonl"
+    second.write_text("".join(json.dumps(r) + "\n" for r in merged[4:]))
     batch = read_labelled(second, get_task("truthfulqa"))
     logodds = np.array([r["icm_logodds"] for r in merged[4:]])
     assert all(r["icm_searched"] for r in merged[4:])
@@ -69,8 +71,7 @@ def test_second_batch_is_labelled_by_the_model_tuned_on_the_first(default_model,
     assert weights.stat().st_size < 20e6 and not (tuned_dir / "model.safetensors").exists()
     stamp = weights.stat().st_mtime_ns
     before = (out / "labels.jsonl").read_text()
-    for name in ("state.json", "trace.jsonl", "labels.jsonl", "summary.json"):
-        (out / "batches" / "001" / name).unlink()
+    shutil.rmtree(out / "batches" / "001" / "chain-0")
     (out / "labels.jsonl").unlink()
     assert main(["run", "--resume", str(out), "--no-progress"]) == 0
     assert weights.stat().st_mtime_ns == stamp

@@ -28,7 +28,7 @@ from icm.backends.openai import (
 )
 from icm.backends.transformers import TransformersModel
 from icm.errors import IcmError, ServerError
-from icm.run import resolve_task
+from icm.tasks import resolve_task
 
 from .conftest import shared
 
@@ -281,7 +281,7 @@ def test_cli_without_the_key_fails_cleanly(server, tmp_path):
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("icm: ")
     assert "401" in res.stderr and "ICM_API_KEY" in res.stderr
-    assert not (tmp_path / "r" / "state.json").exists()
+    assert not (tmp_path / "r").exists()
 
 
 def test_an_example_longer_than_the_servers_context_is_refused_before_the_run(server, tmp_path):
@@ -309,7 +309,8 @@ def test_server_killed_mid_run_then_resume(tmp_path):
         args = [*run_args(srv.base_url), "--limit", "4", "--iterations", "500"]
         args += ["--retries", "2", "--call-cache", str(tmp_path / "calls.sqlite")]
         proc = icm(*args, "--out", str(out), wait=False)
-        trace = out / "trace.jsonl"
+        chain = out / "batches" / "000" / "chain-0"
+        trace = chain / "trace.jsonl"
         deadline = time.monotonic() + 300
         while not (trace.exists() and len(trace.read_text().splitlines()) >= 2):
             assert proc.poll() is None, proc.communicate()
@@ -321,8 +322,8 @@ def test_server_killed_mid_run_then_resume(tmp_path):
         err = stderr.decode()
         assert err.count("\n") == 1 and err.startswith("icm: "), err
         assert "3 attempts" in err and "--resume" in err
-        state = json.loads((out / "state.json").read_text())
-        rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+        state = json.loads((chain / "state.json").read_text())
+        rows = [json.loads(line) for line in trace.read_text().splitlines()]
         assert [r["n"] for r in rows] == list(range(1, state["iteration"] + 1))
         assert not (out / "summary.json").exists()
         srv.start()  # the same port, so the same --base-url
@@ -333,6 +334,7 @@ def test_server_killed_mid_run_then_resume(tmp_path):
         srv.kill()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["iterations"] == total
-    rows = [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
+    trace = out / "batches" / "000" / "chain-0" / "trace.jsonl"
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
     assert [r["n"] for r in rows] == list(range(1, total + 1))
     assert len(Path(out / "labels.jsonl").read_text().splitlines()) == 4

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from icm import atomic
+from icm import files
 from icm.cli import main
 from icm.config import RunConfig
 from icm.eval import EvalConfig, evaluate
@@ -75,6 +75,9 @@ def rendered(html: str, folder: Path) -> tuple[dict[str, str], str, str]:
     return attrs, unescape(re.sub(r"<[^>]+>", " ", text)), dom
 
 
+CHAIN = "batches/000/chain-0"
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, default_model) -> Run:
     """A tiny real run (8 TruthfulQA claims, 4 iterations) and its evaluation on held-out ones."""
@@ -84,20 +87,20 @@ def run(tmp_path_factory, default_model) -> Run:
     run = Run.create(cfg, tmp_path_factory.mktemp("run"))
     run.execute(default_model)
     ev = EvalConfig(split_test=0.5, limit=4, max_demos=4, bootstrap=500)
-    write(evaluate(run, ev, default_model), run.folder)
+    write(evaluate(run.path, ev, default_model), run.path)
     return run
 
 
 @pytest.mark.slow
 def test_report_shows_images_and_numbers_in_a_browser(run, tmp_path):
-    path = write_report(run.folder)
+    path = write_report(run.path)
     html = path.read_text()
     assert "http://" not in html and "https://" not in html  # self-contained
     attrs, text, dom = rendered(html, tmp_path)
     assert attrs == {"images": "3", "loaded": "3"}  # trace, label balance, evaluation
-    summary = json.loads((run.folder / "summary.json").read_text())
-    result = json.loads((run.folder / "eval.json").read_text())
-    trace = atomic.read_jsonl(run.folder / "trace.jsonl")
+    summary = json.loads((run.path / "summary.json").read_text())
+    result = json.loads((run.path / "eval.json").read_text())
+    trace = files.read_jsonl(run.path / CHAIN / "trace.jsonl")
     for shown in (
         f"{summary['utility']:.2f}",
         f"{summary['agreement']:.3f}",
@@ -122,7 +125,7 @@ def test_report_screenshot_is_not_blank(run, tmp_path):
     import matplotlib.image
 
     page = tmp_path / "report.html"
-    write_report(run.folder, page)
+    write_report(run.path, page)
     shot = tmp_path / "shot.png"
     browse(page, f"--screenshot={shot}", "--window-size=1200,2400", "--hide-scrollbars")
     pixels = matplotlib.image.imread(shot)[..., :3]
@@ -132,7 +135,7 @@ def test_report_screenshot_is_not_blank(run, tmp_path):
 
 @pytest.mark.slow
 def test_a_broken_image_is_caught(run, tmp_path):
-    html = write_report(run.folder, tmp_path / "r.html").read_text()
+    html = write_report(run.path, tmp_path / "r.html").read_text()
     broken = html.replace("data:image/png;base64,iVBOR", "data:image/png;base64,AAAA", 1)
     attrs, _, _ = rendered(broken, tmp_path)
     assert attrs == {"images": "3", "loaded": "2"}
@@ -141,21 +144,21 @@ def test_a_broken_image_is_caught(run, tmp_path):
 @pytest.mark.slow
 def test_report_of_a_run_in_progress_and_of_a_batched_run(run, tmp_path, default_model):
     partial = tmp_path / "partial"
-    partial.mkdir()
-    for name in ("config.json", "trace.jsonl"):
-        shutil.copy(run.folder / name, partial)
+    (partial / CHAIN).mkdir(parents=True)
+    for name in ("config.json", f"{CHAIN}/trace.jsonl"):
+        shutil.copy(run.path / name, partial / name)
     attrs, text, _ = rendered(write_report(partial).read_text(), tmp_path)
     assert attrs == {"images": "1", "loaded": "1"} and "in progress" in text
-    last = atomic.read_jsonl(partial / "trace.jsonl")[-1]
+    last = files.read_jsonl(partial / CHAIN / "trace.jsonl")[-1]
     assert f"{last['U']:.2f}" in text
 
     cfg = RunConfig(task="truthfulqa", data=run.cfg.data, limit=8, iterations=1, batch_size=4)
     batched = Run.create(cfg, tmp_path / "batched")
     batched.execute(default_model)
-    assert not (batched.folder / "trace.jsonl").exists()
-    attrs, text, _ = rendered(write_report(batched.folder).read_text(), tmp_path)
+    attrs, text, _ = rendered(write_report(batched.path).read_text(), tmp_path)
     assert attrs == {"images": "2", "loaded": "2"}
-    traces = [atomic.read_jsonl(p) for p in sorted(batched.folder.glob("batches/*/trace.jsonl"))]
+    paths = sorted(batched.path.glob("batches/*/chain-0/trace.jsonl"))
+    traces = [files.read_jsonl(p) for p in paths]
     assert len(traces) == 2
     proposals = sum(not r["skipped"] for t in traces for r in t)
     assert f"{proposals} proposals that changed a label" in " ".join(text.split())
@@ -164,7 +167,7 @@ def test_report_of_a_run_in_progress_and_of_a_batched_run(run, tmp_path, default
 @pytest.mark.slow
 def test_cli_report(run, tmp_path, capsys):
     out = tmp_path / "x" / "page.html"
-    assert main(["report", str(run.folder), "--out", str(out)]) == 0
+    assert main(["report", str(run.path), "--out", str(out)]) == 0
     assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000
     assert main(["report", str(tmp_path / "missing")]) == 2
-    assert "not a run folder" in capsys.readouterr().err
+    assert "no such run folder" in capsys.readouterr().err

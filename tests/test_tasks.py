@@ -14,7 +14,7 @@ from .conftest import shared
     [
         ("She has 3 + 4 = 7 apples.\n#### 7", "7"),
         ("so 1,200 in all\nA: $1,200.00", "1200"),
-        ("Half of 5 is 2.5, so the answer is 2.5.", "2.5"),
+        ("Half of 5 is 2.5, so the answer is 2.5.", "5/2"),
         ("The temperature fell to -3\nA: -3", "-3"),
         ("A: 12 then she buys more.\nA: 15", "15"),  # the last marker wins
         ("#### 8\nThe answer is 9", "9"),

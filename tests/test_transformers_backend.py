@@ -92,3 +92,46 @@ def test_default_model_is_converted_once_into_the_cache(default_model):
     folders = list((cache_dir() / "models").glob("SmolLM2-135M-Instruct.Q4_1-*"))
     assert folders and (folders[0] / "model.safetensors").exists()
     assert default_model.model.config.model_type == "llama"
+
+
+def tiny_sliding_window_model(window: int):
+    """A random-weight Mistral (sliding-window attention) with the default model's tokenizer:
+    built here, nothing downloaded."""
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from icm.backends.transformers import resolve
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(resolve("default"))
+    config = MistralConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        sliding_window=window,
+    )
+    return MistralForCausalLM(config).eval(), tok
+
+
+def test_sliding_window_models_are_exact_inside_the_window_and_refused_past_it(
+    default_model_converted,
+):
+    from icm.errors import ContextLengthError
+
+    model, tok = tiny_sliding_window_model(window=56)
+    dc = TransformersModel(model, tok, scorer="dc")
+    naive = TransformersModel(model, tok, scorer="naive")
+    assert dc.max_context == 56 and naive.max_context == 512  # batches are cut to the window
+    short = [f"Claim: {c}\nI think this claim is" for c in "abc"]
+    labels = [1, 0, 1]
+    np.testing.assert_allclose(
+        dc.loo_logprobs(short, labels), naive.loo_logprobs(short, labels), atol=1e-5
+    )
+    long = [p.replace("Claim:", "Claim: word word word word word") for p in short]
+    with pytest.raises(ContextLengthError, match="sliding window.*--scorer naive"):
+        dc.loo_logprobs(long, labels)
+    terms = naive.loo_logprobs(long, labels)  # the naive scorer handles any prompt exactly
+    assert np.isfinite(terms).all()

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .config import RunConfig
 from .core.search import SearchConfig
-from .errors import IcmError
+from .errors import ConfigError, IcmError
+from .options import flag, kind
 
 EPILOG = """quick start:
   icm demo                                     label a small built-in data set, compare with gold
@@ -18,12 +19,38 @@ EPILOG = """quick start:
   icm run --resume runs/t1 --iterations 16     continue a run up to 16 iterations in all
   icm tasks                                    list the built-in tasks
 
-A run folder holds config.json, state.json (the checkpoint), trace.jsonl, labels.jsonl and
-summary.json. Errors in input files name the file, the row and the field and exit with code 2."""
+A run folder holds config.json, plan.json, the searches' checkpoints and traces under batches/,
+labels.jsonl and summary.json. Errors in input files name the file, the row and the field and
+exit with code 2."""
 
-RESUMABLE = {"iterations", "threads", "device", "trust_remote_code"}
+RESUMABLE = {"iterations", "threads", "device", "trust_remote_code", "workers"}
 RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # where, not what
 """Options that may change when a run is resumed; the rest would change what the run computes."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: `icm run: --seed: invalid int value: 'x'`."""
+
+    def error(self, message: str) -> NoReturn:
+        message = " ".join(message.split())
+        if len(message) > 200:
+            message = message[:197] + "..."
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(conv: type) -> Any:
+    """An argparse type: the number, or a short error for text that is none (or 5000 digits)."""
+
+    def parse(text: str) -> int | float:
+        if len(text) > 100:
+            raise argparse.ArgumentTypeError(f"{text[:20]}...: a number of over 100 characters")
+        try:
+            return conv(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"invalid {conv.__name__} value: {text!r}") from e
+
+    parse.__name__ = conv.__name__
+    return parse
 
 
 def _default(text: str, default: object) -> str:
@@ -33,28 +60,30 @@ def _default(text: str, default: object) -> str:
     return f" (default: {default})"
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type, skip: set[str] = frozenset()) -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
-        if f.name in skip or not f.metadata.get("help"):
+        meta = f.metadata
+        if not meta.get("help"):
             continue
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str")
-        conv: Any = int if kind.startswith("int") else float if kind.startswith("float") else str
+        k = kind(f)
         default = f.default if f.default is not dataclasses.MISSING else None
-        if kind == "bool":
+        if k == "bool":
             parser.add_argument(
-                "--" + f.name.replace("_", "-"),
+                flag(f.name),
                 dest=f.name,
                 action="store_true",
                 default=argparse.SUPPRESS,
-                help=f.metadata["help"],
+                help=meta["help"],
             )
             continue
+        conv: Any = _number(int) if k == "int" else _number(float) if k == "float" else str
         parser.add_argument(
-            "--" + f.name.replace("_", "-"),
+            flag(f.name),
             dest=f.name,
             type=conv,
+            choices=meta.get("choices"),
             default=argparse.SUPPRESS,
-            help=f.metadata["help"] + _default(f.metadata["help"], default),
+            help=meta["help"] + _default(meta["help"], default),
         )
 
 
@@ -68,81 +97,96 @@ def _config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfi
     return cfg
 
 
-def _progress():
-    """A tqdm bar per batch, made at the first step (so a resumed run starts where it stopped)."""
-    from tqdm import tqdm
+def _progress(args: argparse.Namespace):
+    from .progress import Bar
 
-    current: dict = {}
+    return Bar() if args.progress else None
 
-    def on_step(step, state, row) -> None:
-        batch = row.get("batch")
-        if current.get("batch", -1) != batch or "bar" not in current:
-            if "bar" in current:
-                current["bar"].close()
-            desc = "icm" if batch is None else f"icm batch {batch}/{row['batches']}"
-            current["bar"] = tqdm(
-                total=row["total"], initial=step.n - 1, desc=desc, unit="it", dynamic_ncols=True
-            )
-            current["batch"] = batch
-        agree = row["agreement"]
-        bar = current["bar"]
-        bar.set_postfix(
-            U=f"{row['U']:.1f}",
-            T=f"{row['T']:.2f}",
-            agree="-" if agree is None else f"{agree:.2f}",
-            lab=row["labelled"],
-            calls=row["calls"],
-            tok=row["tokens"],
+
+def prepare(cfg: RunConfig):
+    """Check the options, the data and the model before anything is written; the model."""
+    from .backends import make_model
+    from .core.model import token_counts
+    from .run import load_data, split
+
+    cfg.check()
+    task, data = load_data(cfg)
+    model = make_model(cfg, task.fmt)
+    context = getattr(model, "max_context", None)
+    if context and cfg.context_tokens and cfg.context_tokens > context:
+        window = getattr(model, "window", None)
+        why = f"the sliding window of {window} tokens" if window == context else "the context"
+        raise ConfigError(
+            f"--context-tokens {cfg.context_tokens} exceeds {why} of {cfg.model} ({context})"
+            + (": pass --scorer naive to score longer prompts exactly" if window else "")
         )
-        bar.update(1)
-        if step.n >= row["total"]:
-            bar.close()
-            del current["bar"]
+    counts = token_counts(model, [ex.prompt for ex in data.examples]) if context else None
+    if counts:
+        task.check_lengths(data, counts, context)
+    if cfg.iterative_finetune:
+        from .iterative import check
 
-    return on_step
+        check(cfg, len(data), len(split(data, cfg, model)))
+    return model
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import atomic
-    from .run import Run, prepare
+    from .run import Run
 
     if args.resume:
+        if args.out or args.overwrite:
+            raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
         run = Run.open(args.resume)
+        run.folder.lock()  # one process per run folder: refused here, before any work
         changed = set(vars(args)) & (
             {f.name for f in dataclasses.fields(RunConfig)}
             | {f.name for f in dataclasses.fields(SearchConfig)}
         )
         fixed = sorted(changed - RESUMABLE)
         if fixed:
-            raise IcmError(f"{args.resume}: --resume keeps the run's settings; not {fixed}")
+            names = ", ".join(map(flag, fixed))
+            raise ConfigError(f"{args.resume}: --resume keeps the run's settings; not {names}")
         # Trust in a model's code is given per command, never taken from a run folder that
         # someone else may have written.
         run.cfg.trust_remote_code = False
-        run.cfg = _config(args, run.cfg)
-        model = prepare(run.cfg)
-        atomic.write_json(run.folder / "config.json", run.cfg.to_json())
+        cfg = _config(args, run.cfg)
+        done = run.done()
+        if cfg.iterations is not None and cfg.iterations < done:
+            raise ConfigError(f"--iterations {cfg.iterations} is below the {done} already done")
+        model = prepare(cfg)
+        run.cfg = cfg
+        run.folder.write_config(cfg)
     else:
         if not args.out:
-            raise IcmError("pass --out FOLDER for a new run (or --resume FOLDER)")
+            raise ConfigError("pass --out FOLDER for a new run (or --resume FOLDER)")
         cfg = _config(args)
-        Run.check_new(args.out, args.overwrite)
+        Run.check_new(cfg, args.out, args.overwrite)
         model = prepare(cfg)  # bad input fails before the run folder is created or touched
         run = Run.create(cfg, args.out, overwrite=args.overwrite)
-    summary = run.execute(model, on_step=_progress() if args.progress else None)
-    print_summary(summary, run.folder)
+    summary = run.execute(model, progress=_progress(args))
+    print_summary(summary, run.path)
     return 0
 
 
+def print_warnings(summary: dict) -> None:
+    for line in summary.get("warnings", []):
+        print(f"icm: warning: {line}", file=sys.stderr)
+
+
 def print_summary(s: dict, folder: Path) -> None:
+    print_warnings(s)
     agree = s["agreement"]
     print(
         f"U={s['utility']:.2f}  inconsistencies={s['inconsistencies']}  "
         f"labels: {s['labels']['true']} True / {s['labels']['false']} False"
         + ("" if agree is None else f"  agreement with gold={agree:.3f}")
     )
+    cached = f" ({s['cached_share']:.0%} from the server's cache)" if s.get("cached_tokens") else ""
+    chains = f"; chains agree on {s['chain_agreement']:.0%} of rows" if s["chains"] > 1 else ""
     print(
-        f"{s['iterations']} iterations, {s['model_calls']} model calls, {s['tokens']} tokens, "
-        f"{s['seconds']:.1f} s -> {folder}/labels.jsonl"
+        f"searched {s['searched_share']:.0%} of {s['examples']} examples{chains}; "
+        f"{s['iterations']} iterations, {s['model_calls']} model calls, {s['tokens']} tokens"
+        f"{cached}, {s['seconds']:.1f} s -> {folder}/labels.jsonl"
     )
 
 
@@ -162,12 +206,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .eval.icl import EVAL_PNG, EvalConfig, evaluate, markdown, write
-    from .run import Run
 
-    run = Run.open(args.run)
     names = {f.name for f in dataclasses.fields(EvalConfig)}
-    result = evaluate(run, EvalConfig(**{k: v for k, v in vars(args).items() if k in names}))
-    written = write(result, args.out or run.folder)
+    cfg = EvalConfig(**{k: v for k, v in vars(args).items() if k in names})
+    out = Path(args.out or args.run)
+    result = evaluate(args.run, cfg, out=out, overwrite=args.overwrite)
+    written = write(result, out)
     print(markdown(result), end="")
     print("-> " + ", ".join(str(p) for p in written))
     if not any(p.name == EVAL_PNG for p in written):
@@ -180,14 +224,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .eval.report import write_report
     except ImportError as e:
         raise IcmError(f"icm report needs matplotlib: pip install 'icm[eval]' ({e})") from e
-    print(write_report(args.run, args.out))
+    print(write_report(args.run, args.out, args.overwrite))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_run
 
-    n, data = export_run(args.run, args.format, args.out, args.searched_only, args.overwrite)
+    n, data = export_run(
+        args.run, args.format, args.out, args.searched_only, args.overwrite, args.least_certain
+    )
     skipped = "".join(f"; left out: {k} ({v})" for k, v in data.skipped.items())
     print(f"{n} {args.format} records from {len(data.rows)} labelled rows -> {args.out}{skipped}")
     return 0
@@ -207,13 +253,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="icm",
         description="Internal Coherence Maximization: label claims with a model, no labels.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     r = sub.add_parser(
         "run",
         help="label a data set",
@@ -222,7 +268,11 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--out", help="run folder to create")
     r.add_argument("--resume", help="run folder to continue")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a run folder icm made (only icm's files in it are removed)",
+    )
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     _add_fields(r, RunConfig)
     _add_fields(r, SearchConfig)
@@ -230,10 +280,11 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run ICM on a small built-in data set with the default model")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    d.add_argument("--seed", type=_number(int), default=0, help="random seed (default: 0)")
     d.add_argument(
         "--score",
         default="mean-logodds",
+        choices=("sum-logprob", "mean-logodds"),
         help="sum-logprob or mean-logodds (default: mean-logodds, see the README)",
     )
     d.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -245,19 +296,30 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="many-shot accuracy with ICM, gold, random and no labels")
     e.add_argument("--run", required=True, help="run folder whose labels.jsonl gives the demos")
     e.add_argument("--out", help="folder for eval.json, eval.md, eval.png (default: the run)")
+    e.add_argument("--overwrite", action="store_true", help="replace eval files icm did not write")
     _add_fields(e, EvalConfig)
     e.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="one self-contained HTML page about a run")
     rep.add_argument("run", help="run folder")
     rep.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
+    rep.add_argument("--overwrite", action="store_true", help="replace a file icm did not write")
     rep.set_defaults(func=cmd_report)
     from .export import FORMATS
 
     x = sub.add_parser("export", help="ICM labels as training data (TRL column names)")
     x.add_argument("run", help="run folder")
     x.add_argument("--format", required=True, choices=FORMATS, help="record layout")
-    x.add_argument("--out", required=True, help=".jsonl, .json, .parquet, else a datasets folder")
+    x.add_argument(
+        "--out", required=True, help=".jsonl, .json, .csv, .parquet, else a datasets folder"
+    )
     x.add_argument("--searched-only", action="store_true", help="only labels the search chose")
+    x.add_argument(
+        "--least-certain",
+        type=_number(int),
+        metavar="K",
+        help="with --format review: the K rows ICM is least sure of (default: all, least sure "
+        "first)",
+    )
     x.add_argument("--overwrite", action="store_true", help="replace an existing output")
     x.set_defaults(func=cmd_export)
     from .train import TrainConfig
@@ -268,7 +330,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--reward-model", action="store_true", help="train a reward model on pairs")
     f.add_argument("--model", help="base model (default: the run's model)")
     f.add_argument("--searched-only", action="store_true", help="only labels the search chose")
-    f.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    f.add_argument(
+        "--overwrite", action="store_true", help="replace a model folder icm trained before"
+    )
     _add_fields(f, TrainConfig)
     f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
     return p
@@ -281,8 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     except IcmError as e:
         print(f"icm: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a folder we may not write: one line, files stay valid
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"icm: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("icm: interrupted; the run folder holds the last complete iteration", file=sys.stderr)
+        print(
+            "icm: interrupted; the run folder holds the last complete iteration (--resume it)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -13,14 +13,15 @@ by ICM, by gold, at random, and with none, and prints the four accuracies.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 
-from . import atomic
+from . import files
 from .config import RunConfig
 from .core.search import SearchConfig
 from .errors import RunError
+from .run import Run
+from .runfolder import RunFolder
 
 NOUNS = [
     "apple",
@@ -89,14 +90,13 @@ def demo_split(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[d
     return train, test[:n_test]
 
 
-def prepare(out: Path, seed: int, model: str, score: str) -> RunConfig:
-    """Write the generated train/test files into the run folder and return its config."""
-    from .run import Run
-
-    if out.exists() and any(out.iterdir()):
-        previous = out / "config.json"
-        if not (previous.exists() and json.loads(previous.read_text()).get("task") == "demo"):
-            raise RunError(f"{out}: exists and is not a demo run: pass another --out")
+def prepare(out: Path, seed: int, model: str, score: str) -> Run:
+    """A fresh demo run folder (a previous demo run there is replaced) with the generated
+    train and test files in `data/`."""
+    folder = RunFolder(out)
+    made = folder.made_by_icm and folder.read_config().task == "demo"
+    if out.exists() and any(out.iterdir()) and not made:
+        raise RunError(f"{out}: exists and is not a demo run: pass another --out")
     cfg = RunConfig(
         task="demo",
         data=str(out / "data" / "train.jsonl"),
@@ -105,30 +105,31 @@ def prepare(out: Path, seed: int, model: str, score: str) -> RunConfig:
         seed=seed,
         search=SearchConfig(score=score, alpha=ALPHA),
     )
-    run = Run.create(cfg, out, overwrite=True)
+    cfg.check()
+    folder.create(cfg, overwrite=True)  # the data inside it is the demo's own, made again
     (out / "data").mkdir(exist_ok=True)
     train, test = demo_split(TRAIN, TEST, seed)
-    atomic.write_jsonl(out / "data" / "train.jsonl", train)
-    atomic.write_jsonl(out / "data" / "test.jsonl", test)
-    return run.cfg
+    files.write_jsonl(out / "data" / "train.jsonl", train)
+    files.write_jsonl(out / "data" / "test.jsonl", test)
+    return Run(folder, cfg)
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import _progress
+    from .backends import make_model
     from .eval.icl import EvalConfig, evaluate, write
-    from .run import Run, make_model
+    from .progress import Bar
     from .tasks import get_task
 
     out = Path(args.out)
-    cfg = prepare(out, args.seed, args.model, args.score)
-    run = Run(out, cfg)
-    model = make_model(cfg, get_task("demo"))
+    run = prepare(out, args.seed, args.model, args.score)
+    cfg = run.cfg
+    model = make_model(cfg, get_task("demo").fmt)
     print(
         f"icm demo: is a sentence a statement or a question? {TRAIN} claims to label, "
         f"{TEST} held out; model: {cfg.model}; score: {cfg.search.score}"
     )
-    summary = run.execute(model=model, on_step=_progress() if args.progress else None)
-    result = evaluate(run, EvalConfig(test=str(out / "data" / "test.jsonl")), model=model)
+    summary = run.execute(model=model, progress=Bar() if args.progress else None)
+    result = evaluate(out, EvalConfig(test=str(out / "data" / "test.jsonl")), model=model)
     write(result, out)
     m = result["methods"]
     print(f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims")

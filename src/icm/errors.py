@@ -8,6 +8,10 @@ class IcmError(Exception):
     """Base class of every error icm raises on purpose."""
 
 
+class ConfigError(IcmError):
+    """An option out of its range or not one of its choices: the message names the option."""
+
+
 class DataError(IcmError):
     """Bad input data: the message names the file, the row and the field."""
 

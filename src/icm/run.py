@@ -1,116 +1,78 @@
-"""A run is a folder: config.json, state.json, trace.jsonl, then labels.jsonl and summary.json.
+"""A run: the batch driver between the search and the run folder.
 
-`state.json` is replaced atomically after every iteration, so a killed run resumes exactly where
-its last complete iteration left it.
+A run cuts its data into batches of whole groups (decided once, saved in plan.json), searches
+each batch with `chains` independent searches (Algorithm 1, checkpointed after every iteration),
+combines a batch's chains into its labels, and merges the batches in input order. Up to
+`workers` searches run at once; search (batch b, chain c) always uses the seed (seed, b, c), so
+the labels do not depend on how many ran at once. Which model searches batch b is up to a
+`Models` provider: one model for all, or, in iterative ICM, the model fine-tuned on the
+batches before it.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import csv
+import io
+import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from . import atomic
+from . import files
+from .backends import make_model
+from .checks import warnings
 from .config import RunConfig
-from .core.model import LabelModel, token_counts
+from .core.consistency import Constraint, constraints, repair, violations
+from .core.model import LabelModel, metered, token_counts
 from .core.search import Search, State, Step
-from .errors import IcmError, RunError
-from .tasks import Dataset, Task, get_task, load_task_spec
-
-CONFIG, STATE, TRACE, LABELS, SUMMARY = (
-    "config.json",
-    "state.json",
-    "trace.jsonl",
-    "labels.jsonl",
-    "summary.json",
+from .errors import ConfigError, DataError, RunError
+from .runfolder import (
+    FINAL,
+    LABELS,
+    STATE,
+    SUMMARY,
+    TRACE,
+    Plan,
+    RunFolder,
+    data_fingerprints,
+    input_files,
 )
+from .tasks import Dataset, Task, resolve_task
+from .tasks.base import parse_label, read_rows
 
 
-def resolve_task(name: str) -> Task:
-    """A registered task name, or the path of a custom task spec."""
-    if Path(name).suffix in (".yaml", ".yml", ".json"):
-        return load_task_spec(name)
-    return get_task(name)
-
-
+# -- data, model, plan -----------------------------------------------------------------------------
 def load_data(cfg: RunConfig) -> tuple[Task, Dataset]:
     task = resolve_task(cfg.task)
     if not cfg.data:
-        raise IcmError("no data file: pass --data FILE")
+        raise ConfigError("no data file: pass --data FILE")
     data = task.load(cfg.data)
     if cfg.limit is not None:
         data = data.first_groups(cfg.limit)
     if len(data) < 2:
-        raise IcmError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
+        raise DataError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
     return task, data
 
 
-def prepare(cfg: RunConfig) -> LabelModel:
-    """Check the data, load the model, check that every example fits its context: bad input
-    fails here, before a run folder is created or touched."""
-    task, data = load_data(cfg)
-    model = make_model(cfg, task)
-    context = getattr(model, "max_context", None)
-    counts = token_counts(model, [ex.prompt for ex in data.examples]) if context else None
-    if counts:
-        task.check_lengths(data, counts, context)
-    if cfg.iterative_finetune:
-        from .iterative import check
-
-        check(cfg, data, batches(data, cfg, model))
-    return model
+def model_identity(model: LabelModel) -> dict:
+    """What the backend says about the weights it scores with (a resume must find the same)."""
+    identity = getattr(model, "identity", None)
+    return dict(identity) if identity else {"backend": type(model).__name__}
 
 
-def make_model(cfg: RunConfig, task: Task) -> LabelModel:
-    """The backend named in the config, with the task's prompt format."""
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    if cfg.backend == "transformers":
-        from .backends.transformers import TransformersModel
-
-        return TransformersModel.load(
-            cfg.model,
-            fmt=task.fmt,
-            scorer=cfg.scorer,
-            device=cfg.device,
-            dtype=cfg.dtype,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    if cfg.backend == "openai":
-        from .backends.openai import OpenAIModel, api_key_from_env
-
-        if not cfg.base_url:
-            raise IcmError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
-        return OpenAIModel(
-            cfg.base_url,
-            cfg.model,
-            fmt=task.fmt,
-            top_logprobs=cfg.top_logprobs,
-            concurrency=cfg.concurrency,
-            timeout=cfg.timeout,
-            retries=cfg.retries,
-            api_key=api_key_from_env(),
-            call_cache=cfg.call_cache,
-        )
-    raise IcmError(f"unknown backend {cfg.backend!r}; choose transformers or openai")
-
-
-SUMMED = ("inconsistencies", "searched", "iterations", "accepted", "model_calls", "tokens")
-
-
-def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
+def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
     """Cut the data into batches of whole groups, in file order, by rows and by prompt tokens.
 
     A batch's prompts hold all its other labelled examples, so a batch must fit the context:
     `--context-tokens` (default: the model's context, when the backend knows it) bounds the sum
-    of its demonstrations' tokens, `--batch-size` its rows.
+    of its demonstrations' tokens, `--batch-size` its rows. A batch of one row would be searched
+    with no demonstration at all: it joins its neighbour when the two fit together.
     """
     limit_rows = cfg.batch_size or len(data)
     budget = cfg.context_tokens or getattr(model, "max_context", None)
@@ -120,7 +82,7 @@ def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]
         # Without the model's tokenizer, about three characters a token (a guess on the safe side).
         costs = [n + 3 for n in token_counts(model, prompts) or [len(p) // 3 + 1 for p in prompts]]
     # Every prompt is the batch's other demonstrations plus one query: keep room for the longest.
-    room = budget - max(costs) if budget else float("inf")
+    room = budget - max(costs) if budget else math.inf
     groups: dict[object, list[int]] = {}
     for i, ex in enumerate(data.examples):
         groups.setdefault(ex.group if ex.group is not None else ("row", i), []).append(i)
@@ -133,255 +95,538 @@ def batches(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]
             used = 0
         parts[-1].extend(members)
         used += cost
+    for k in [k for k, p in enumerate(parts) if len(p) == 1 and len(parts) > 1][::-1]:
+        other = k - 1 if k else k + 1
+        if sum(costs[i] for i in parts[other] + parts[k]) <= (budget or math.inf):
+            parts[min(k, other)] = sorted(parts[k] + parts[other])
+            del parts[max(k, other)]
     return parts
 
 
-def agreement(labels: list[int], gold: list[int | None]) -> float | None:
+def make_plan(
+    data: Dataset, task: Task, cfg: RunConfig, model: LabelModel, fixed: dict[int, int]
+) -> Plan:
+    return Plan(
+        split(data, cfg, model),
+        data_fingerprints(data, task.fmt, task.rule, fixed),
+        model_identity(model),
+    )
+
+
+def read_fixed(path: str | None, task: Task, data: Dataset) -> dict[int, int]:
+    """Labels a person gave, by row of `data`: a CSV or JSONL file whose rows hold the task's
+    fields (to find the claim), the group when claims repeat, and `human_label` (blank: none).
+
+    Only this file's labels are used: gold labels in the data file are never read."""
+    if not path:
+        return {}
+    if Path(path).suffix.lower() == ".csv":
+        text = files.read_text(path, "fixed-labels file")
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        lines = list(range(1, len(rows) + 1))
+    else:
+        rows, lines = read_rows(Path(path))
+    where: dict[str, list[int]] = {}
+    for i, ex in enumerate(data.examples):
+        where.setdefault(ex.prompt, []).append(i)
+    fixed: dict[int, int] = {}
+    for row, r in zip(rows, lines, strict=False):
+        given = row.get("human_label")
+        y = parse_label(None if given == "" else given, path, r, "human_label")
+        if y is None:
+            continue
+        built = task.build([{k: v for k, v in row.items() if k != task.label}], path, [r])
+        ex = built.examples[0]
+        hits = where.get(ex.prompt, [])
+        if len(hits) > 1:
+            hits = [i for i in hits if str(data.examples[i].group) == str(ex.group)]
+        if len(hits) != 1:
+            found = "no claim" if not hits else "more than one claim"
+            raise DataError(f"{path}: row {r}: matches {found} of {data.source}")
+        fixed[hits[0]] = y
+    return fixed
+
+
+def agreement(labels: Sequence[int], gold: Sequence[int | None]) -> float | None:
     """Fraction of labelled examples with gold whose ICM label matches it (reporting only)."""
     pairs = [(y, g) for y, g in zip(labels, gold, strict=True) if y >= 0 and g is not None]
     return sum(y == g for y, g in pairs) / len(pairs) if pairs else None
 
 
+# -- who searches a batch --------------------------------------------------------------------------
+class Models(Protocol):
+    """Hands the driver the model for each batch; `after(b, rows)` gets batch b's labelled rows
+    when another batch follows it.
+
+    `sequential`: batch b + 1 needs batch b finished (iterative ICM trains on it)."""
+
+    sequential: bool
+
+    def model_for(self, b: int) -> LabelModel: ...
+
+    def after(self, b: int, rows: list[dict]) -> None: ...
+
+    def names(self, batches: int) -> list[str]:
+        """The model that labels each batch, for summary.json."""
+        ...
+
+
 @dataclass
-class Run:
+class OneModel:
+    """The same model for every batch."""
+
+    model: LabelModel
+    name: str
+    sequential: bool = False
+
+    def model_for(self, b: int) -> LabelModel:
+        return self.model
+
+    def after(self, b: int, rows: list[dict]) -> None:
+        pass
+
+    def names(self, batches: int) -> list[str]:
+        return [self.name] * batches
+
+
+# -- progress --------------------------------------------------------------------------------------
+class Progress:
+    """What a run reports while it works; the command line draws it, a library caller may not."""
+
+    def start(self, total: int, done: int) -> None:
+        """`total` search iterations over every search of the run, `done` of them already."""
+
+    def step(self, row: dict) -> None:
+        """One iteration of one search: its trace row, with `batch`, `chain` and counters."""
+
+    def phase(self, text: str) -> None:
+        """A stretch of work that is not a search iteration (final labels, fine-tuning)."""
+
+
+# -- one search ------------------------------------------------------------------------------------
+class Stopped(Exception):
+    """Another search of the run failed, or the run was interrupted: stop at a checkpoint."""
+
+
+@dataclass
+class Job:
+    batch: int
+    chain: int
     folder: Path
-    cfg: RunConfig
+    data: Dataset
+    seed: list[int]
+    fixed: dict[int, int]
+    batches: int = 1
 
-    @staticmethod
-    def check_new(folder: str | Path, overwrite: bool = False) -> None:
-        """A new run may not clobber a file, or an existing run unless asked to."""
-        folder = Path(folder)
-        if folder.exists() and not folder.is_dir():
-            raise RunError(f"{folder}: exists and is not a folder")
-        if folder.exists() and any(folder.iterdir()) and not overwrite:
-            raise RunError(
-                f"{folder}: already exists and is not empty: pass --overwrite, or --resume it"
-            )
 
-    @classmethod
-    def create(cls, cfg: RunConfig, folder: str | Path, overwrite: bool = False) -> Run:
-        folder = Path(folder)
-        cls.check_new(folder, overwrite)
-        try:
-            if folder.exists():
-                for name in (CONFIG, STATE, TRACE, LABELS, SUMMARY):
-                    (folder / name).unlink(missing_ok=True)
-                shutil.rmtree(folder / "batches", ignore_errors=True)
-            folder.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(folder / CONFIG, cfg.to_json())
-        except OSError as e:
-            raise RunError(f"{folder}: cannot create the run folder: {e.strerror}") from e
-        return cls(folder, cfg)
+def read_state(job: Job) -> tuple[State, dict] | None:
+    """The checkpoint of a search and its counters, or None when it has none yet."""
+    path = job.folder / STATE
+    if not path.exists():
+        return None
+    try:
+        saved = files.read_json(path, "checkpoint")
+        assert isinstance(saved, dict)
+        stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens", "cached_tokens")}
+        state = State.from_json(saved)
+        assert len(state.labels) == len(job.data) and all(y in (-1, 0, 1) for y in state.labels)
+    except DataError as e:
+        raise RunError(f"{path}: unreadable checkpoint: {e}") from e
+    except (AssertionError, KeyError, TypeError) as e:
+        raise RunError(f"{path}: unreadable checkpoint (not what icm writes)") from e
+    return state, stats
 
-    @classmethod
-    def open(cls, folder: str | Path) -> Run:
-        folder = Path(folder)
-        try:
-            cfg = RunConfig.from_json(json.loads((folder / CONFIG).read_text()))
-        except FileNotFoundError as e:
-            raise RunError(f"{folder}: not a run folder (no {CONFIG})") from e
-        except (json.JSONDecodeError, TypeError) as e:
-            raise RunError(f"{folder / CONFIG}: unreadable: {e}") from e
-        return cls(folder, cfg)
 
-    def execute(
-        self,
-        model: LabelModel | None = None,
-        on_step: Callable[[Step, State, dict], None] | None = None,
-    ) -> dict:
-        """Search every batch (from its checkpoint if it has one) until the configured
-        iterations; write labels.jsonl and summary.json and return the summary.
-
-        A data set that fits one batch keeps the flat layout; otherwise each batch gets its own
-        folder `batches/NNN/` with the same files, and the top level holds the merged outputs.
-        """
-        cfg = self.cfg
-        atomic.sweep(self.folder)  # only one process works on a run folder
-        task, data = load_data(cfg)
-        model = model or make_model(cfg, task)
-        parts = batches(data, cfg, model)
-        if cfg.iterative_finetune:
-            from .iterative import execute_iterative
-
-            return execute_iterative(self, task, data, parts, model, on_step)
-        if len(parts) == 1:
-            return self.search_batch(self.folder, data, model, task.rule, cfg.seed, on_step)
-        summaries = self.search_batches(task, data, parts, lambda b: model, on_step=on_step)
-        return self.merge(data, parts, summaries)
-
-    def batch_folder(self, b: int) -> Path:
-        return self.folder / "batches" / f"{b:03d}"
-
-    def search_batches(
-        self,
-        task: Task,
-        data: Dataset,
-        parts: list[list[int]],
-        model_for: Callable[[int], LabelModel],
-        after: Callable[[int], None] | None = None,
-        on_step: Callable[[Step, State, dict], None] | None = None,
-    ) -> list[dict]:
-        """Search the batches in order, each in `batches/NNN/` from its checkpoint; a finished
-        batch is not searched again. `model_for(b)` is asked for batch b's model only when b
-        still needs a search; `after(b)` runs once batch b has its labels."""
-        summaries = []
-        for b, idx in enumerate(parts):
-            folder = self.batch_folder(b)
-            folder.mkdir(parents=True, exist_ok=True)
-            if (folder / SUMMARY).exists() and (folder / LABELS).exists():
-                summaries.append(json.loads((folder / SUMMARY).read_text()))
-            else:
-
-                def step_b(step: Step, state: State, row: dict, b: int = b) -> None:
-                    if on_step:
-                        on_step(step, state, {**row, "batch": b + 1, "batches": len(parts)})
-
-                seed = self.cfg.seed + b
-                summaries.append(
-                    self.search_batch(
-                        folder, data.subset(idx), model_for(b), task.rule, seed, step_b
-                    )
-                )
-            if after:
-                after(b)
-        return summaries
-
-    def merge(self, data: Dataset, parts: list[list[int]], summaries: list[dict]) -> dict:
-        """labels.jsonl in the input's row order, and one summary over the batches."""
-        rows: list[dict] = [{}] * len(data)
-        for b, idx in enumerate(parts):
-            labelled = atomic.read_jsonl(self.batch_folder(b) / LABELS)
-            for i, row in zip(idx, labelled, strict=True):
-                rows[i] = {**row, "icm_batch": b}
-        atomic.write_jsonl(self.folder / LABELS, rows)
-        final = [int(r["icm_label"]) for r in rows]
-        total = {k: sum(s[k] for s in summaries) for k in SUMMED}
-        summary = {
-            "utility": sum(s["utility"] for s in summaries),
-            "inconsistencies": total["inconsistencies"],
-            "examples": len(data),
-            "batches": len(parts),
-            "searched": total["searched"],
-            "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
-            "agreement": agreement(final, data.gold),
-            "gold_available": int(sum(g is not None for g in data.gold)),
-            **{k: total[k] for k in ("iterations", "accepted", "model_calls", "tokens")},
-            "seconds": round(sum(s["seconds"] for s in summaries), 3),
-            "per_batch": summaries,
-        }
-        if any(s.get("cached_tokens") for s in summaries):
-            summary["cached_tokens"] = sum(s.get("cached_tokens", 0) for s in summaries)
-        atomic.write_json(self.folder / SUMMARY, summary)
-        return summary
-
-    def search_batch(
-        self,
-        folder: Path,
-        data: Dataset,
-        model: LabelModel,
-        rule: str,
-        seed: int,
-        on_step: Callable[[Step, State, dict], None] | None = None,
-    ) -> dict:
-        """Algorithm 1 on one batch, checkpointed in `folder` after every iteration."""
-        cfg = self.cfg
-        search = Search(data.examples, model, rule, cfg.search)
-        total = cfg.iterations if cfg.iterations is not None else 2 * len(data)
-        stats = {"seconds": 0.0, "calls": 0, "tokens": 0}
-        base_calls, base_tokens = model.calls, model.tokens
-        base_cached = getattr(model, "cached_tokens", 0)  # prompt tokens a server reused
-        t0 = time.perf_counter()
-        state_path, trace_path = folder / STATE, folder / TRACE
+def search_job(
+    job: Job,
+    model: LabelModel,
+    task: Task,
+    cfg: RunConfig,
+    total: int,
+    stop: threading.Event,
+    progress: Progress,
+) -> dict:
+    """Algorithm 1 on one batch with one seed, from its checkpoint, checkpointed after every
+    iteration; then its final labels (final.json). Returns what final.json holds."""
+    folder, data = job.folder, job.data
+    folder.mkdir(parents=True, exist_ok=True)
+    final_path, state_path, trace_path = folder / FINAL, folder / STATE, folder / TRACE
+    search = Search(data.examples, model, task.rule, cfg.search, job.fixed)
+    saved = read_state(job)
+    if saved and saved[0].iteration > total:
+        raise ConfigError(
+            f"--iterations {total} is below the {saved[0].iteration} iterations {folder} has done"
+        )
+    if saved and final_path.exists():
+        final = files.read_json(final_path, "search result")
+        if isinstance(final, dict) and final.get("iterations") == total:
+            return final
+    t0 = time.perf_counter()
+    with metered() as usage:
+        if saved:
+            state, stats = saved
+            search.resume(state)
+            # The trace may hold one line past the checkpoint (killed between the two writes).
+            if trace_path.exists():
+                rows = files.read_jsonl(trace_path, torn_tail=True)
+                files.write_jsonl(trace_path, [r for r in rows if r.get("n", 0) <= state.iteration])
+        else:
+            stats = {"seconds": 0.0, "calls": 0, "tokens": 0, "cached_tokens": 0}
+            state = search.start(job.seed)
 
         def counters() -> dict:
             return {
                 "seconds": stats["seconds"] + time.perf_counter() - t0,
-                "calls": stats["calls"] + model.calls - base_calls,
-                "tokens": stats["tokens"] + model.tokens - base_tokens,
-                "cached_tokens": stats.get("cached_tokens", 0)
-                + getattr(model, "cached_tokens", 0)
-                - base_cached,
+                "calls": stats["calls"] + usage.calls,
+                "tokens": stats["tokens"] + usage.tokens,
+                "cached_tokens": stats["cached_tokens"] + usage.cached_tokens,
             }
 
-        if state_path.exists():
-            try:
-                saved = json.loads(state_path.read_text())
-                stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens")}
-                stats["cached_tokens"] = saved.pop("cached_tokens", 0)
-                state = State.from_json(saved)
-                search.resume(state)
-            except (ValueError, KeyError, TypeError) as e:
-                raise RunError(f"{state_path}: unreadable checkpoint: {e}") from e
-            # The trace may hold one line past the checkpoint (killed between the two writes).
-            if trace_path.exists():
-                rows = [r for r in atomic.read_jsonl(trace_path) if r["n"] <= state.iteration]
-                atomic.write_jsonl(trace_path, rows)
-        else:
-            if len(data.examples) < 2:
-                raise IcmError(f"{cfg.data}: ICM needs at least 2 examples, got {len(data)}")
-            state = search.start(seed)
-            atomic.write_json(state_path, {**state.to_json(), **counters()})
+        if not saved:
+            files.write_json(state_path, {**state.to_json(), **counters()})
         for step in search.run(state, total):
-            row = {
-                "n": step.n,
-                "T": step.temperature,
-                "example": data.examples[step.index].uid,
-                "proposed": step.proposed,
-                "previous": step.previous,
-                "delta": step.delta,
-                "accepted": step.accepted,
-                "skipped": step.skipped,
-                "U": step.utility,
-                "inconsistencies": step.inconsistencies,
-                "fixes": step.fixes,
-                "labelled": sum(y >= 0 for y in state.labels),
-                "agreement": agreement(state.labels, data.gold),
-            }
-            atomic.append_jsonl(trace_path, row)
+            if stop.is_set():
+                raise Stopped()
+            row = trace_row(step, state, data)
+            files.append_jsonl(trace_path, row)
             c = counters()
-            atomic.write_json(state_path, {**state.to_json(), **c})
-            if on_step:
-                on_step(step, state, {**row, **c, "total": total})
-        return self.finish(folder, search, state, data, counters)
+            files.write_json(state_path, {**state.to_json(), **c})
+            progress.step(
+                {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
+            )
+        final = finish(search, state, data, counters)
+    files.write_json(final_path, final)
+    return final
 
-    def finish(
-        self,
-        folder: Path,
-        search: Search,
-        state: State,
-        data: Dataset,
-        counters: Callable[[], dict],
-    ) -> dict:
-        terms = search.final_terms(state.labels)
-        logodds = terms[:, 1] - terms[:, 0]
-        final = [y if y >= 0 else int(lo > 0) for y, lo in zip(state.labels, logodds, strict=True)]
-        atomic.write_jsonl(
-            folder / LABELS,
-            (
-                {**row, "icm_label": bool(y), "icm_logodds": float(lo), "icm_searched": s >= 0}
-                for row, y, lo, s in zip(data.rows, final, logodds, state.labels, strict=True)
-            ),
+
+def trace_row(step: Step, state: State, data: Dataset) -> dict:
+    return {
+        "n": step.n,
+        "T": step.temperature,
+        "example": data.examples[step.index].uid if step.index >= 0 else None,
+        "proposed": step.proposed,
+        "previous": step.previous,
+        "delta": step.delta if math.isfinite(step.delta) else None,
+        "accepted": step.accepted,
+        "skipped": step.skipped,
+        "U": step.utility,
+        "inconsistencies": step.inconsistencies,
+        "fixes": step.fixes,
+        "labelled": sum(y >= 0 for y in state.labels),
+        "agreement": agreement(state.labels, data.gold),
+    }
+
+
+def finish(search: Search, state: State, data: Dataset, counters: Callable[[], dict]) -> dict:
+    """The search's final labels: its own where it labelled, else the argmax of the log-odds given
+    its labelled set, made consistent with the rule by changing only those filled-in labels."""
+    terms = search.final_terms(state.labels)
+    logodds = terms[:, 1] - terms[:, 0]
+    final = [y if y >= 0 else int(lo > 0) for y, lo in zip(state.labels, logodds, strict=True)]
+    final = repair(final, logodds, search.cons, fixed=[y >= 0 for y in state.labels])
+    ev = search.evaluate(state.labels)
+    c = counters()
+    return {
+        "labels": state.labels,
+        "final": final,
+        "logodds": [float(x) for x in logodds],
+        "utility": ev.utility,
+        "predictability": ev.predictability,
+        "inconsistencies": len(violations(search.cons, final)),
+        "iterations": state.iteration,
+        "accepted": state.accepted,
+        **{k: round(v, 3) if k == "seconds" else v for k, v in c.items()},
+    }
+
+
+# -- chains of one batch ---------------------------------------------------------------------------
+def combine(
+    finals: list[dict], data: Dataset, cons: list[Constraint], fixed: dict[int, int]
+) -> tuple[list[dict], dict]:
+    """One batch's labelled rows from its chains: a majority vote (ties: the chain of highest U),
+    made consistent again, with each row's confidence: the mean over chains of the probability
+    (sigmoid of the log-odds) that chain gives the final label."""
+    best = max(range(len(finals)), key=lambda k: finals[k]["utility"])
+    votes = np.array([f["final"] for f in finals])  # (chains, rows)
+    logodds = np.array([f["logodds"] for f in finals])
+
+    def confidence(labels: list[int]) -> np.ndarray:
+        signed = np.where(np.array(labels) == 1, logodds, -logodds)
+        return (1 / (1 + np.exp(-signed))).mean(axis=0)
+
+    share = votes.mean(axis=0)
+    labels = [int(s > 0.5) if s != 0.5 else finals[best]["final"][i] for i, s in enumerate(share)]
+    margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
+    labels = repair(labels, margin, cons, fixed=[i in fixed for i in range(len(labels))])
+    conf = confidence(labels)
+    conf[list(fixed)] = 1.0  # a person's label
+    agree = (votes == np.array(labels)).mean(axis=0)
+    searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
+    rows = [
+        {
+            **row,
+            "icm_label": bool(y),
+            "icm_logodds": float(lo),
+            "icm_confidence": float(c),
+            "icm_searched": s,
+            **({"icm_fixed": True} if i in fixed else {}),
+        }
+        for i, (row, y, lo, c, s) in enumerate(
+            zip(data.rows, labels, logodds.mean(axis=0), conf, searched, strict=True)
         )
-        ev = search.evaluate(state.labels)
-        c = counters()
+    ]
+    pairwise = [
+        float((votes[a] == votes[b]).mean())
+        for a in range(len(finals))
+        for b in range(a + 1, len(finals))
+    ]
+    summary = {
+        "examples": len(data),
+        "searched": int(sum(searched)),
+        "inconsistencies": len(violations(cons, labels)),
+        "labels": {"true": int(sum(labels)), "false": int(len(labels) - sum(labels))},
+        "agreement": agreement(labels, data.gold),
+        "chains": len(finals),
+        "best_chain": best,
+        "chain_agreement": float(np.mean(pairwise)) if pairwise else 1.0,
+        "unanimous": float((agree == 1).mean()),
+        "utility": finals[best]["utility"],
+        "per_chain": [
+            {k: v for k, v in f.items() if k not in ("labels", "final", "logodds")}
+            | {"searched": int(sum(y >= 0 for y in f["labels"]))}
+            | {"agreement": agreement(f["labels"], data.gold)}
+            for f in finals
+        ],
+    }
+    return rows, summary
+
+
+def zero_shot_true(model: LabelModel, data: Dataset) -> float:
+    """The model's mean zero-shot probability of True over the batch: its prior, to compare the
+    labels' True share with."""
+    lp = model.query_logprobs([], [], [ex.prompt for ex in data.examples])
+    return float(np.exp(lp[:, 1]).mean())
+
+
+# -- the run ---------------------------------------------------------------------------------------
+SUMMED = ("iterations", "accepted", "calls", "tokens", "cached_tokens", "seconds")
+
+
+class Run:
+    """A run folder and its config: `Run.create(cfg, folder).execute(model)`."""
+
+    def __init__(self, folder: RunFolder, cfg: RunConfig) -> None:
+        self.folder, self.cfg = folder, cfg
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    @classmethod
+    def check_new(cls, cfg: RunConfig, path: str | Path, overwrite: bool = False) -> None:
+        cfg.check()
+        RunFolder(path).check_new(overwrite, input_files(cfg))
+
+    @classmethod
+    def create(cls, cfg: RunConfig, path: str | Path, overwrite: bool = False) -> Run:
+        cfg.check()
+        folder = RunFolder(path)
+        folder.create(cfg, overwrite, input_files(cfg))
+        return cls(folder, cfg)
+
+    @classmethod
+    def open(cls, path: str | Path) -> Run:
+        folder = RunFolder(path)
+        return cls(folder, folder.read_config())
+
+    def iterations(self, data: Dataset, parts: list[list[int]]) -> list[int]:
+        """Search iterations of each batch: --iterations, else twice its rows."""
+        return [self.cfg.iterations or 2 * len(p) for p in parts]
+
+    def done(self) -> int:
+        """The most iterations any search of this run has checkpointed."""
+        states = self.path.glob("batches/*/chain-*/" + STATE)
+        out = 0
+        for p in states:
+            saved = files.read_json(p, "checkpoint")
+            if isinstance(saved, dict) and isinstance(saved.get("iteration"), int):
+                out = max(out, saved["iteration"])
+        return out
+
+    def execute(
+        self,
+        model: LabelModel | None = None,
+        progress: Progress | None = None,
+        models: Models | None = None,
+    ) -> dict:
+        """Search every batch from its checkpoints, write labels.jsonl and summary.json, and
+        return the summary. Only one process works on a run folder at a time."""
+        cfg, folder = self.cfg, self.folder
+        progress = progress or Progress()
+        folder.lock()
+        try:
+            files.sweep(self.path)
+            task, data = load_data(cfg)
+            if models is None:
+                model = model or make_model(cfg, task.fmt)
+                models = self.default_models(model, task)
+            fixed = read_fixed(cfg.fixed_labels, task, data)
+            plan = self.plan(data, task, models.model_for(0), fixed)
+            return self.search_all(task, data, plan.batches, models, progress, fixed)
+        finally:
+            folder.unlock()
+
+    def default_models(self, model: LabelModel, task: Task) -> Models:
+        if self.cfg.iterative_finetune:
+            from .iterative import IterativeModels
+
+            return IterativeModels(self.folder, self.cfg, task, model)
+        return OneModel(model, self.cfg.model)
+
+    def plan(self, data: Dataset, task: Task, model: LabelModel, fixed: dict[int, int]) -> Plan:
+        """The saved plan, checked against the data and model now; or a new one, saved."""
+        now = make_plan(data, task, self.cfg, model, fixed)
+        saved = self.folder.read_plan()
+        if saved is None:
+            self.folder.write_plan(now)
+            return now
+        saved.check(now, self.path)
+        return saved
+
+    def search_all(
+        self,
+        task: Task,
+        data: Dataset,
+        parts: list[list[int]],
+        models: Models,
+        progress: Progress,
+        fixed: dict[int, int],
+    ) -> dict:
+        cfg = self.cfg
+        totals = self.iterations(data, parts)
+        local = [{k: fixed[i] for k, i in enumerate(idx) if i in fixed} for idx in parts]
+        jobs = [
+            [
+                Job(
+                    b,
+                    c,
+                    self.folder.chain(b, c),
+                    data.subset(idx),
+                    [cfg.seed, b, c],
+                    local[b],
+                    len(parts),
+                )
+                for c in range(cfg.chains)
+            ]
+            for b, idx in enumerate(parts)
+        ]
+        progress.start(sum(totals) * cfg.chains, self.done_iterations(jobs, totals))
+        stop = threading.Event()
+        finals: dict[tuple[int, int], dict] = {}
+
+        def work(job: Job) -> None:
+            model = models.model_for(job.batch)
+            finals[job.batch, job.chain] = search_job(
+                job, model, task, cfg, totals[job.batch], stop, progress
+            )
+
+        results: list[tuple[list[dict], dict]] = []
+        waves = [[j for b in jobs for j in b]] if not models.sequential else jobs
+        for wave in waves:
+            run_parallel(wave, work, cfg.workers, stop)
+            for b in sorted({j.batch for j in wave}):
+                sub = data.subset(parts[b])
+                cons = constraints(task.rule, sub.examples)
+                chains = [finals[b, c] for c in range(cfg.chains)]
+                rows, summary = combine(chains, sub, cons, local[b])
+                summary["zero_shot_true"] = zero_shot_true(models.model_for(b), sub)
+                results.append((rows, summary))
+                if models.sequential and b + 1 < len(parts):
+                    models.after(b, rows)
+        return self.merge(data, parts, results, models)
+
+    @staticmethod
+    def done_iterations(jobs: list[list[Job]], totals: list[int]) -> int:
+        done = 0
+        for b, batch in enumerate(jobs):
+            for job in batch:
+                saved = read_state(job)
+                done += min(saved[0].iteration, totals[b]) if saved else 0
+        return done
+
+    def merge(
+        self,
+        data: Dataset,
+        parts: list[list[int]],
+        results: list[tuple[list[dict], dict]],
+        models: Models,
+    ) -> dict:
+        """labels.jsonl in the input's row order, and one summary over the batches."""
+        rows: list[dict] = [{}] * len(data)
+        for b, (idx, (labelled, _)) in enumerate(zip(parts, results, strict=True)):
+            for i, row in zip(idx, labelled, strict=True):
+                rows[i] = {**row, "icm_batch": b}
+        files.write_jsonl(self.path / LABELS, rows)
+        summaries = [s for _, s in results]
+        chains = [c for s in summaries for c in s["per_chain"]]
+        final = [int(r["icm_label"]) for r in rows]
         summary = {
-            "utility": ev.utility,
-            "predictability": ev.predictability,
-            "inconsistencies": ev.inconsistencies,
+            "utility": sum(s["utility"] for s in summaries),
+            "inconsistencies": sum(s["inconsistencies"] for s in summaries),
             "examples": len(data),
-            "searched": int(sum(y >= 0 for y in state.labels)),
+            "batches": len(parts),
+            "chains": self.cfg.chains,
+            "searched": sum(s["searched"] for s in summaries),
+            "searched_share": sum(s["searched"] for s in summaries) / len(data),
             "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
-            "agreement_searched": agreement(state.labels, data.gold),
             "agreement": agreement(final, data.gold),
             "gold_available": int(sum(g is not None for g in data.gold)),
-            "iterations": state.iteration,
-            "accepted": state.accepted,
-            "model_calls": c["calls"],
-            "tokens": c["tokens"],
-            "seconds": round(c["seconds"], 3),
-            "mean_abs_logodds": float(np.abs(logodds).mean()),
+            **{k: sum(c[k] for c in chains) for k in SUMMED if k != "calls"},
+            "model_calls": sum(c["calls"] for c in chains),
+            "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
+            "per_batch": summaries,
         }
-        if c["cached_tokens"]:
-            summary["cached_tokens"] = c["cached_tokens"]
-        atomic.write_json(folder / SUMMARY, summary)
+        summary["seconds"] = round(summary["seconds"], 3)
+        if summary["tokens"]:
+            summary["cached_share"] = summary["cached_tokens"] / summary["tokens"]
+        weights = [s["examples"] for s in summaries]
+        summary["zero_shot_true"] = float(
+            np.average([s["zero_shot_true"] for s in summaries], weights=weights)
+        )
+        if self.cfg.chains > 1:
+            summary["chain_agreement"] = float(
+                np.average([s["chain_agreement"] for s in summaries], weights=weights)
+            )
+            summary["chain_disagreement"] = float(
+                np.average([1 - s["unanimous"] for s in summaries], weights=weights)
+            )
+        summary["labelled_by"] = models.names(len(parts))
+        summary["warnings"] = warnings(summary)
+        files.write_json(self.path / SUMMARY, summary)
         return summary
+
+
+def run_parallel(
+    jobs: list[Job], work: Callable[[Job], None], workers: int, stop: threading.Event
+) -> None:
+    """`work(job)` for every job, up to `workers` at once. The first failure stops the others at
+    their next checkpoint and is raised; so is an interrupt."""
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            work(job)
+        return
+    pool = ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix="icm-search")
+    futures = [pool.submit(work, job) for job in jobs]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for f in futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+    except BaseException:
+        stop.set()  # the others stop at their next checkpoint
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+__all__ = ["Job", "Models", "OneModel", "Progress", "Run", "load_data", "split"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 import os
 import random
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -24,8 +26,11 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from .. import files
+from ..config import check_base_url
 from ..core.data import PromptFormat, loo_orders
-from ..errors import ContextLengthError, IcmError, ServerError
+from ..core.model import charge
+from ..errors import ConfigError, ContextLengthError, IcmError, ServerError
 
 API_KEY_VARS = ("ICM_API_KEY", "OPENAI_API_KEY")
 """Where the API key is read from, in this order. It is never stored in the run folder."""
@@ -63,13 +68,20 @@ def top_logprobs(body: dict) -> list[tuple[str, float]]:
     try:
         lp = body["choices"][0]["logprobs"]
         if lp.get("content"):
-            return [(e["token"], float(e["logprob"])) for e in lp["content"][0]["top_logprobs"]]
-        return [(t, float(v)) for t, v in lp["top_logprobs"][0].items()]
+            top = [(e["token"], e["logprob"]) for e in lp["content"][0]["top_logprobs"]]
+        else:
+            top = list(lp["top_logprobs"][0].items())
+        out = [(str(t), float(v)) for t, v in top if isinstance(v, int | float)]
+        if not out or len(out) < len(top):
+            raise ValueError("a log-prob that is not a number")
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
         raise ServerError(
             f"the server's answer has no top log-probs (read {type(e).__name__}: {e}); "
             "is it an OpenAI-compatible /completions endpoint that supports `logprobs`?"
         ) from e
+    if not all(math.isfinite(v) and v <= 1e-6 for _, v in out):
+        raise ServerError(f"the server's answer holds a log-prob that is not one: {out[:3]}...")
+    return out
 
 
 def label_logprobs(
@@ -97,6 +109,20 @@ def label_logprobs(
     return out - np.logaddexp.reduce(out)
 
 
+def count(value: object) -> int:
+    """A token count from a server's `usage` (0 when absent or not a whole number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if value == value and value >= 0 and value == int(value) else 0
+
+
+def redact(text: str, secret: str | None) -> str:
+    """A server's error text with the API key, and any bearer token, blanked out."""
+    if secret:
+        text = text.replace(secret, "***")
+    return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
+
+
 class _Stopped(Exception):
     """A request gave up because another request of its batch failed."""
 
@@ -116,26 +142,32 @@ class _Abort(threading.Event):
 class CallCache:
     """Answers already received, in SQLite, keyed by a hash of model, prompt and parameters.
 
-    A rerun of the same search sends no request. Only the main thread touches it."""
+    A rerun of the same search sends no request. Searches running at once share it."""
 
     def __init__(self, path: str | Path) -> None:
+        self.lock = threading.Lock()
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(path))
+            self.db = sqlite3.connect(str(path), check_same_thread=False)
             self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, top TEXT)")
         except (OSError, sqlite3.Error) as e:
             raise IcmError(f"{path}: cannot use it as the call cache: {e}") from e
 
     @staticmethod
-    def key(request: dict) -> str:
-        return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+    def key(request: dict, served: dict) -> str:
+        """The request and what the server said about its weights: a new checkpoint served
+        under an old name is never answered from the cache."""
+        text = json.dumps([request, served], sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def get(self, key: str) -> list[tuple[str, float]] | None:
-        row = self.db.execute("SELECT top FROM calls WHERE key = ?", (key,)).fetchone()
+        with self.lock:
+            row = self.db.execute("SELECT top FROM calls WHERE key = ?", (key,)).fetchone()
         return [tuple(p) for p in json.loads(row[0])] if row else None
 
     def put(self, items: dict[str, list[tuple[str, float]]]) -> None:
-        with self.db:  # one transaction: a killed run leaves all of a batch or none of it
+        # one transaction: a killed run leaves all of a batch or none of it
+        with self.lock, self.db:
             self.db.executemany(
                 "INSERT OR REPLACE INTO calls VALUES (?, ?)",
                 [(k, json.dumps(v)) for k, v in items.items()],
@@ -162,12 +194,11 @@ class OpenAIModel:
         api_key: str | None = None,
         call_cache: str | Path | None = None,
     ) -> None:
+        try:
+            check_base_url(base_url)
+        except ConfigError as e:
+            raise ServerError(str(e)) from e
         parts = urlsplit(base_url.rstrip("/"))
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
-            raise ServerError(
-                "--base-url: expected http(s)://HOST[:PORT][/v1], "
-                "with the API key in $ICM_API_KEY, not in the URL"
-            )
         self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
         self.path = parts.path or "/v1"  # a bare host means the usual /v1 prefix
         self.netloc = parts.netloc
@@ -176,6 +207,7 @@ class OpenAIModel:
         self.k = top_logprobs
         self.timeout, self.retries = timeout, retries
         self._headers = {"Content-Type": "application/json"}
+        self._secret = api_key
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._local = threading.local()
@@ -187,7 +219,7 @@ class OpenAIModel:
         self.calls = self.tokens = self.cached_tokens = self.cache_hits = 0
         self._counts: dict[str, int] = {}
         self._tokenize: str | None = ""  # the endpoint's path prefix; "" not yet probed
-        self.model, self.max_context = self._served_model(model)
+        self.model, self.max_context, self.identity = self._served_model(model)
 
     # -- HTTP ---------------------------------------------------------------------------------
     def _connection(self) -> http.client.HTTPConnection:
@@ -241,12 +273,15 @@ class OpenAIModel:
                 continue
             if resp.status == 200:
                 try:
-                    return json.loads(data)
-                except json.JSONDecodeError as e:
-                    raise abort.fail(
-                        ServerError(f"{url}: the answer is not JSON: {data[:200]!r}")
-                    ) from e
-            why = f"HTTP {resp.status}: {_error_text(data)}"
+                    body = files.loads(data.decode("utf-8"))
+                except (ValueError, UnicodeDecodeError) as e:  # NaN too: not JSON
+                    why = f"an answer that is not strict JSON ({e}): {data[:120]!r}"
+                    continue
+                if isinstance(body, dict):
+                    return body
+                why = f"an answer that is not a JSON object: {data[:120]!r}"
+                continue
+            why = f"HTTP {resp.status}: {redact(_error_text(data), self._secret)}"
             if resp.status in RETRY_STATUS:
                 after = resp.getheader("Retry-After", "")
                 wait = min(MAX_DELAY, float(after)) if after.replace(".", "", 1).isdigit() else 0.0
@@ -260,29 +295,43 @@ class OpenAIModel:
                     )
                 )
             raise abort.fail(ServerError(f"{url}: {why}", status=resp.status))
+        why = redact(why, self._secret)
         raise abort.fail(
             ServerError(
-                f"{url}: no answer after {self.retries + 1} attempts ({why}); a run keeps its "
-                "last complete iteration: start the server again and continue with "
+                f"{url}: no usable answer after {self.retries + 1} attempts ({why}); a run keeps "
+                "its last complete iteration: start the server again and continue with "
                 "`icm run --resume`"
             )
         )
 
-    def _served_model(self, name: str) -> tuple[str, int | None]:
-        """The model's name (when none was given: the server's only model) and the context
-        length the server reports for it, if any; an unreachable server fails here, early."""
+    def _served_model(self, name: str) -> tuple[str, int | None, dict]:
+        """The model's name (when none was given: the server's only model), the context length
+        the server reports for it, and what it says about the weights (a resume and the call
+        cache compare it); an unreachable server fails here, early."""
         body = self._call("GET", "/models", None, _Abort())
-        models = {m["id"]: m for m in body.get("data", []) if isinstance(m, dict) and "id" in m}
+        listed = body.get("data")
+        listed = listed if isinstance(listed, list) else []
+        models = {
+            str(m["id"]): m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)
+        }
         if name in ("", "default"):
             if len(models) != 1:
                 raise ServerError(
-                    f"{self.url}/models serves {sorted(models)}: pick one with --model"
+                    f"{self.url}/models serves {sorted(models)[:10]}: pick one with --model"
                 )
             name = next(iter(models))
         info = models.get(name, {})
+        meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
         # vLLM and SGLang report max_model_len; llama.cpp its n_ctx under meta.
-        ctx = info.get("max_model_len") or (info.get("meta") or {}).get("n_ctx")
-        return name, int(ctx) if ctx else None
+        ctx = info.get("max_model_len") or meta.get("n_ctx")
+        if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
+            raise ServerError(
+                f"{self.url}/models gives the context length of {name} as {str(ctx)[:20]!r}, "
+                "not a number of tokens: is this an OpenAI-compatible server?"
+            )
+        weights = {k: info[k] for k in ("root", "parent") if isinstance(info.get(k), str)}
+        weights |= {k: v for k, v in meta.items() if "ctx" not in k and isinstance(v, int | str)}
+        return name, ctx, {"backend": "openai", "model": name, **weights}
 
     # -- tokens -------------------------------------------------------------------------------
     def _count(self, text: str, prefix: str) -> int:
@@ -345,23 +394,27 @@ class OpenAIModel:
         parallel requests would not.
         """
         tops: list[list[tuple[str, float]] | None] = [None] * len(prompts)
-        keys = [CallCache.key(self._request(p)) for p in prompts] if self.cache else []
+        keys = (
+            [CallCache.key(self._request(p), self.identity) for p in prompts] if self.cache else []
+        )
         if self.cache:
             for i, key in enumerate(keys):
                 tops[i] = self.cache.get(key)
-            self.cache_hits += sum(t is not None for t in tops)
+            with self._lock:
+                self.cache_hits += sum(t is not None for t in tops)
         todo = [i for i, t in enumerate(tops) if t is None]
         abort = _Abort()
+        used: list[tuple[int, int]] = []  # (prompt tokens, cached) of each answered request
 
         def stream(run: list[int]) -> None:
             for i in run:
                 body = self._call("POST", "/completions", self._request(prompts[i]), abort)
-                usage = body.get("usage") or {}
-                details = usage.get("prompt_tokens_details") or {}
-                with self._lock:
-                    self.calls += 1
-                    self.tokens += int(usage.get("prompt_tokens") or 0)
-                    self.cached_tokens += int(details.get("cached_tokens") or 0)
+                usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+                details = usage.get("prompt_tokens_details")
+                details = details if isinstance(details, dict) else {}
+                used.append(
+                    (count(usage.get("prompt_tokens")), count(details.get("cached_tokens")))
+                )
                 try:
                     tops[i] = top_logprobs(body)
                 except ServerError as e:
@@ -381,6 +434,7 @@ class OpenAIModel:
                 raise abort.error from None
             raise
         finally:
+            charge(self, len(used), sum(t for t, _ in used), sum(c for _, c in used))
             if self.cache:  # what was answered stays answered, even when the batch failed
                 self.cache.put({keys[i]: tops[i] for i in todo if tops[i] is not None})
         out = np.zeros((len(prompts), 2))

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..core.data import PromptFormat, loo_orders
-from ..errors import ContextLengthError, ModelError
+from ..core.model import charge
+from ..errors import ConfigError, ContextLengthError, ModelError
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,6 +117,59 @@ def adapter_base(path: str) -> str | None:
     return resolve(base)
 
 
+def pick_device(name: str | None) -> torch.device:
+    """The torch device to run on (default: the GPU if there is one); one that does not exist
+    here is a one-line error before anything is loaded or written."""
+    if not name:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"--device {name}: not a device this machine has ({why})") from e
+    return device
+
+
+def pick_dtype(dtype: str, device: torch.device) -> str:
+    """auto: bfloat16 on a GPU that computes in it, float32 anywhere else (a CPU is exact and
+    not faster in half precision)."""
+    if dtype != "auto":
+        return dtype
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def sliding_window(config) -> int | None:
+    """The attention window of a sliding-window model (Mistral v0.1, Gemma-2/3), else None."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:  # Qwen2 names one it does not use
+        return None
+    return window
+
+
+def weights_signature(model) -> str:
+    """A cheap fingerprint of the weights: the config and a sample of every parameter's values.
+
+    Resumes compare it, so a new checkpoint saved under an old name is noticed."""
+    h = hashlib.sha256(getattr(model.config, "model_type", "").encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(str(tuple(p.shape)).encode())
+            flat = p.detach().reshape(-1)
+            h.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def load_pretrained(
     name: str,
     auto: str = "AutoModelForCausalLM",
@@ -197,6 +251,11 @@ class TransformersModel:
         self.scorer = scorer
         self.device = next(model.parameters()).device
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
+        self.window = sliding_window(model.config)
+        if self.window and scorer == "dc" and (self.max_context or 1e18) > self.window:
+            # Each divide-and-conquer branch crops the cache back, which a window that has
+            # dropped old tokens cannot do: batches are cut to fit the window instead.
+            self.max_context = self.window
         bos = tokenizer.bos_token_id
         adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
         self.prefix_ids = ([bos] if adds_bos else []) + self._followed(self.fmt.prefix)
@@ -206,8 +265,13 @@ class TransformersModel:
         # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self.calls = 0
-        self.tokens = 0
+        self.calls = self.tokens = self.cached_tokens = 0
+        self.identity = {
+            "backend": "transformers",
+            "model": getattr(model.config, "_name_or_path", ""),
+            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+            "weights": weights_signature(model),
+        }
 
     @classmethod
     def load(
@@ -219,9 +283,10 @@ class TransformersModel:
         dtype: str = "float32",
         trust_remote_code: bool = False,
     ) -> TransformersModel:
+        where = pick_device(device)
+        dtype = pick_dtype(dtype, where)
         tok, model = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return cls(model.to(device), tok, fmt=fmt, scorer=scorer)
+        return cls(model.to(where), tok, fmt=fmt, scorer=scorer)
 
     # -- tokens -------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
@@ -273,6 +338,13 @@ class TransformersModel:
     def _check_length(self, demos: Sequence[str], labels: Sequence[int], extra: int) -> None:
         total = len(self.prefix_ids) + extra
         total += sum(len(self._piece(p, y)) for p, y in zip(demos, labels, strict=True))
+        if self.window and self.scorer == "dc" and total > self.window:
+            raise ContextLengthError(
+                f"the prompt needs {total} tokens but this model attends to its last "
+                f"{self.window} only (sliding window), which the divide-and-conquer scorer cannot "
+                "crop back: use fewer examples per batch (--batch-size or --context-tokens) or "
+                "--scorer naive"
+            )
         if self.max_context and total > self.max_context:
             raise ContextLengthError(
                 f"the prompt needs {total} tokens but the model's context is {self.max_context}: "
@@ -295,8 +367,7 @@ class TransformersModel:
                 f"out of memory on {self.device} running {len(ids)} tokens: lower "
                 "--batch-size or --context-tokens, or use a smaller --dtype (bfloat16)"
             ) from e
-        self.calls += 1
-        self.tokens += len(ids)
+        charge(self, 1, len(ids))
         return out.logits[0, -1].float()
 
     def _label_logprobs(self, logits: torch.Tensor) -> np.ndarray:

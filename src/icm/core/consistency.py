@@ -74,3 +74,30 @@ def constraints(rule: str, examples: Sequence[Example]) -> list[Constraint]:
 def violations(cons: Sequence[Constraint], labels: Sequence[int]) -> list[Constraint]:
     """The constraints the labelling breaks; unlabelled examples (label -1) break none."""
     return [c for c in cons if c.violated(labels)]
+
+
+def repair(
+    labels: list[int],
+    margin: Sequence[float],
+    cons: Sequence[Constraint],
+    fixed: Sequence[bool],
+) -> list[int]:
+    """Resolve each broken pair by the assignment the rule allows that keeps `fixed` labels and
+    agrees best with the signed margins (log-odds: > 0 leans True), weakest labels first."""
+    labels = list(labels)
+    for _ in range(len(cons) + 1):
+        bad = [c for c in violations(cons, labels) if not (fixed[c.i] and fixed[c.j])]
+        if not bad:
+            break
+        c = min(bad, key=lambda c: abs(margin[c.i]) + abs(margin[c.j]))
+        options = [
+            (a, b)
+            for a, b in c.allowed
+            if (not fixed[c.i] or a == labels[c.i]) and (not fixed[c.j] or b == labels[c.j])
+        ]
+
+        def fit(ab: tuple[int, int], c: Constraint = c) -> float:
+            return (2 * ab[0] - 1) * margin[c.i] + (2 * ab[1] - 1) * margin[c.j]
+
+        labels[c.i], labels[c.j] = max(options, key=fit)
+    return labels

@@ -6,7 +6,10 @@ Log-probabilities are normalised over the two labels: row i is `[log P(False), l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,3 +49,45 @@ def token_counts(model: object, texts: Sequence[str]) -> list[int] | None:
     count = getattr(model, "count_tokens", None)
     counts = count(list(texts)) if callable(count) else None
     return None if counts is None else [int(n) for n in counts]
+
+
+@dataclass
+class Usage:
+    """Model work: calls (forward passes or requests), prompt tokens, and the prompt tokens a
+    server took from its prefix cache instead of computing them."""
+
+    calls: int = 0
+    tokens: int = 0
+    cached_tokens: int = 0
+
+
+_meters = threading.local()
+_lock = threading.Lock()
+
+
+def charge(model: object, calls: int, tokens: int, cached_tokens: int = 0) -> None:
+    """Count work on `model`'s counters and on every meter open in this thread.
+
+    Backends call it from the thread that called `loo_logprobs` or `query_logprobs`, so that
+    searches running at once (chains, batches) each see their own work."""
+    with _lock:
+        model.calls = getattr(model, "calls", 0) + calls  # type: ignore[attr-defined]
+        model.tokens = getattr(model, "tokens", 0) + tokens  # type: ignore[attr-defined]
+        cached = getattr(model, "cached_tokens", 0) + cached_tokens
+        model.cached_tokens = cached  # type: ignore[attr-defined]
+    for usage in getattr(_meters, "open", ()):
+        usage.calls += calls
+        usage.tokens += tokens
+        usage.cached_tokens += cached_tokens
+
+
+@contextmanager
+def metered() -> Iterator[Usage]:
+    """The model work done in this thread while the block runs."""
+    usage = Usage()
+    stack = _meters.__dict__.setdefault("open", [])
+    stack.append(usage)
+    try:
+        yield usage
+    finally:
+        stack.remove(usage)

@@ -16,32 +16,50 @@ import numpy as np
 from .consistency import Constraint, constraints, violations
 from .data import Example
 from .model import LabelModel
-from .score import predictability, utility
+from .score import SCORES, predictability, utility
+
+CLOCKS = ("iteration", "accepted")
 
 
 @dataclass
 class SearchConfig:
-    alpha: float = field(default=50.0, metadata={"help": "weight of mutual predictability in U"})
-    t0: float = field(default=10.0, metadata={"help": "initial temperature T0"})
-    tmin: float = field(default=0.01, metadata={"help": "final temperature Tmin"})
-    beta: float = field(default=0.99, metadata={"help": "cooling rate: T = T0 / (1 + beta log n)"})
-    initial: int = field(default=8, metadata={"help": "K random (balanced) initial labels"})
-    fix_steps: int = field(default=10, metadata={"help": "M: ConsistencyFix rounds per step"})
+    """The constants of Algorithms 1 and 2. Field metadata: the CLI help and the allowed range."""
+
+    alpha: float = field(
+        default=50.0, metadata={"help": "weight of mutual predictability in U", "above": 0}
+    )
+    t0: float = field(default=10.0, metadata={"help": "initial temperature T0", "above": 0})
+    tmin: float = field(default=0.01, metadata={"help": "final temperature Tmin", "above": 0})
+    beta: float = field(
+        default=0.99, metadata={"help": "cooling rate: T = T0 / (1 + beta log n)", "min": 0}
+    )
+    initial: int = field(
+        default=8, metadata={"help": "K random (balanced) initial labels", "min": 0}
+    )
+    fix_steps: int = field(
+        default=10, metadata={"help": "M: ConsistencyFix rounds per step", "min": 0}
+    )
     group_weight: float = field(
         default=100.0,
         metadata={
-            "help": "sampling weight of unlabelled examples sharing a group with a labelled one"
+            "help": "sampling weight of unlabelled examples sharing a group with a labelled one",
+            "above": 0,
         },
     )
     score: str = field(
         default="sum-logprob",
-        metadata={"help": "sum-logprob (paper) or mean-logodds (official code)"},
+        metadata={"help": "sum-logprob (paper) or mean-logodds (official code)", "choices": SCORES},
     )
     clock: str = field(
         default="iteration",
-        metadata={"help": "n in the schedule: 'iteration' (paper) or 'accepted' (official code)"},
+        metadata={
+            "help": "n in the schedule: 'iteration' (paper) or 'accepted' (official code)",
+            "choices": CLOCKS,
+        },
     )
-    memo_size: int = field(default=256, metadata={"help": "scored labellings kept for reuse"})
+    memo_size: int = field(
+        default=256, metadata={"help": "scored labellings kept for reuse", "min": 0}
+    )
 
 
 @dataclass
@@ -95,7 +113,10 @@ def temperature(n: int, cfg: SearchConfig) -> float:
 
 
 class Search:
-    """ICM over `examples` scored by `model` under the consistency `rule` (see RULES)."""
+    """ICM over `examples` scored by `model` under the consistency `rule` (see RULES).
+
+    `fixed` maps example indices to labels a person gave: they are demonstrations from the
+    start and are never proposed, flipped or changed by ConsistencyFix."""
 
     def __init__(
         self,
@@ -103,10 +124,12 @@ class Search:
         model: LabelModel,
         rule: str = "none",
         config: SearchConfig | None = None,
+        fixed: dict[int, int] | None = None,
     ) -> None:
         self.examples = list(examples)
         self.model = model
         self.cfg = config or SearchConfig()
+        self.fixed = dict(fixed or {})
         self.cons: list[Constraint] = constraints(rule, self.examples)
         self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.rng = np.random.default_rng()
@@ -155,6 +178,8 @@ class Search:
             c = bad[int(self.rng.integers(len(bad)))]
             best, best_ev = None, current
             for a, b in c.allowed:
+                if self.fixed.get(c.i, a) != a or self.fixed.get(c.j, b) != b:
+                    continue  # a person's label stays
                 cand = list(labels)
                 cand[c.i], cand[c.j] = a, b
                 ev = self.evaluate(cand)
@@ -166,13 +191,14 @@ class Search:
         return labels, current, fixes
 
     # -- Algorithm 1 --------------------------------------------------------------------------
-    def start(self, seed: int) -> State:
+    def start(self, seed: int | Sequence[int]) -> State:
         """K random examples with balanced random labels, then ConsistencyFix."""
         self.rng = np.random.default_rng(seed)
         n = len(self.examples)
-        k = min(self.cfg.initial, n)
-        labels = [-1] * n
-        chosen = self.rng.choice(n, size=k, replace=False)
+        labels = [self.fixed.get(i, -1) for i in range(n)]
+        free = [i for i in range(n) if i not in self.fixed]
+        k = min(self.cfg.initial, len(free))
+        chosen = self.rng.choice(free, size=k, replace=False) if k else []
         init = np.array([i % 2 for i in range(k)])
         self.rng.shuffle(init)
         for i, y in zip(chosen, init, strict=True):
@@ -190,8 +216,12 @@ class Search:
         touched.discard(None)
         w = np.array(
             [
-                self.cfg.group_weight if y < 0 and ex.group in touched else 1.0
-                for ex, y in zip(self.examples, labels, strict=True)
+                0.0
+                if i in self.fixed
+                else self.cfg.group_weight
+                if y < 0 and ex.group in touched
+                else 1.0
+                for i, (ex, y) in enumerate(zip(self.examples, labels, strict=True))
             ]
         )
         return int(self.rng.choice(len(w), p=w / w.sum()))
@@ -201,6 +231,9 @@ class Search:
         n = state.iteration + 1
         clock = n if self.cfg.clock == "iteration" else state.accepted + 1
         t = temperature(clock, self.cfg)
+        if len(self.fixed) == len(self.examples):  # a person labelled them all: nothing to do
+            state.iteration = n
+            return Step(n, t, -1, -1, -1, 0.0, False, True, state.utility, state.inconsistencies, 0)
         i = self.sample(state.labels)
         y = int(np.argmax(self.predict(state.labels, i)))
         prev = state.labels[i]

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-COLORS = {"zero-shot": "#9e9e9e", "random": "#c7b9a6", "gold": "#e0a526", "icm": "#6a4fb3"}
+COLORS = {
+    "zero-shot": "#9e9e9e",
+    "random": "#c7b9a6",
+    "bootstrap": "#7fa7c9",
+    "gold": "#e0a526",
+    "icm": "#6a4fb3",
+}
 
 
 def png(fig: Figure) -> bytes:
@@ -29,7 +36,7 @@ def eval_chart(result: dict) -> bytes:
     acc = [100 * methods[m]["accuracy"] for m in names]
     lo = [a - 100 * methods[m]["ci95"][0] for a, m in zip(acc, names, strict=True)]
     hi = [100 * methods[m]["ci95"][1] - a for a, m in zip(acc, names, strict=True)]
-    fig = Figure(figsize=(5.2, 3.6))
+    fig = Figure(figsize=(1.3 * len(names) + 0.8, 3.6))
     ax = fig.add_subplot()
     x = range(len(names))
     ax.bar(
@@ -45,7 +52,7 @@ def eval_chart(result: dict) -> bytes:
     for i, a in enumerate(acc):
         ax.text(i, a + hi[i] + 1.5, f"{a:.1f}", ha="center", va="bottom", fontsize=9)
     ax.axhline(50, color="black", linestyle=":", linewidth=0.8)
-    ax.set_xticks(list(x), [methods[m]["title"] for m in names])
+    ax.set_xticks(list(x), [textwrap.fill(methods[m]["title"], 12) for m in names], fontsize=9)
     ax.set_ylim(0, 110)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(

@@ -7,18 +7,19 @@ A run still in progress gets a report of what it has so far.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from html import escape
 from pathlib import Path
 
-from .. import atomic
+from .. import files
 from ..errors import IcmError
-from ..run import LABELS, SUMMARY, TRACE, Run, load_data
+from ..run import load_data
+from ..runfolder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from .icl import EVAL_JSON, markdown
 from .plots import balance_chart, eval_chart, trace_chart
 
 REPORT = "report.html"
+GENERATOR = "icm report"
 MAX_FLIPS = 2000
 """Rows of the flips table; a longer trace is cut (the plots still show all of it)."""
 
@@ -67,29 +68,24 @@ def _td(x: object, num: bool = False) -> str:
 
 
 def _traces(folder: Path) -> list[list[dict]]:
-    """The trace of each batch (a run that fits one batch has one, at the top level)."""
-    if (folder / TRACE).exists():
-        return [atomic.read_jsonl(folder / TRACE)]
-    return [
-        atomic.read_jsonl(p / TRACE)
-        for p in sorted((folder / "batches").glob("[0-9]*"))
-        if (p / TRACE).exists()
-    ]
+    """The trace of each search (batch by batch, chain by chain)."""
+    paths = sorted((folder / BATCHES).glob(f"[0-9]*/chain-*/{TRACE}"))
+    return [files.read_jsonl(p, torn_tail=True) for p in paths]
 
 
 def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except json.JSONDecodeError as e:
-        raise IcmError(f"{path}: unreadable JSON at line {e.lineno}: {e.msg}") from e
+    d = files.read_json(path)
+    if not isinstance(d, dict):
+        raise IcmError(f"{path}: expected a JSON object")
+    return d
 
 
-def _claims(run: Run) -> dict[str, tuple[str, int | None]]:
+def _claims(cfg) -> dict[str, tuple[str, int | None]]:
     """uid -> (prompt, gold), from the run's data file when it can still be read."""
     try:
-        _, data = load_data(run.cfg)
+        _, data = load_data(cfg)
     except (IcmError, OSError):
         return {}
     prompts = [ex.prompt for ex in data.examples]
@@ -106,13 +102,13 @@ WORD = {-1: "unlabelled", 0: "False", 1: "True"}
 
 def render(folder: str | Path) -> str:
     """The report of the run in `folder`, as HTML text."""
-    run = Run.open(folder)
-    folder = run.folder
-    cfg = run.cfg
+    run = RunFolder(folder)
+    folder = run.path
+    cfg = run.read_config()
     summary = _read_json(folder / SUMMARY)
     traces = _traces(folder)
     result = _read_json(folder / EVAL_JSON)
-    labels = atomic.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
+    labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
     last = traces[-1][-1] if traces and traces[-1] else {}
 
     parts = [
@@ -174,7 +170,7 @@ def render(folder: str | Path) -> str:
         parts.append(_img(eval_chart(result), "test accuracy by demonstration labels"))
     # -- flips
     if any(traces):
-        parts.append(_flips(traces, _claims(run)))
+        parts.append(_flips(traces, _claims(cfg)))
     # -- config
     flat = {k: v for k, v in cfg.to_json().items() if k != "search"}
     flat.update({f"search.{k}": v for k, v in cfg.to_json()["search"].items()})
@@ -183,6 +179,7 @@ def render(folder: str | Path) -> str:
     body = "\n".join(parts)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="generator" content="{GENERATOR}">'
         f"<title>ICM run {escape(folder.name)}</title><style>{CSS}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
     )
@@ -244,9 +241,25 @@ def _flips(traces: list[list[dict]], claims: dict[str, tuple[str, int | None]]) 
     return "<h2>Flips</h2>" + note + _table(head, rows, classes)
 
 
-def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    html = render(folder)
+def is_report(path: Path) -> bool:
+    """Whether `path` is a report icm wrote (so writing it again destroys nothing)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(400)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head
+
+
+def write_report(
+    folder: str | Path, out: str | Path | None = None, overwrite: bool = False
+) -> Path:
+    """Write the report (default: RUN/report.html). Another existing file is replaced only with
+    `overwrite`, and never the run's own files or its data."""
     path = Path(out) if out else Path(folder) / REPORT
+    cfg = RunFolder(folder).read_config()
+    check_output(path, overwrite, is_report(path), input_files(cfg), folder)
+    html = render(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(path, html)
+    files.write_text(path, html)
     return path

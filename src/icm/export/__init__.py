@@ -7,16 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError, DataError
+from ..runfolder import RunFolder, check_output, input_files
 from .records import (
     FORMATS,
     Labelled,
+    labelled_rows,
     load_labelled,
     prompts,
     read_labelled,
     records,
     response_fields,
 )
-from .write import container, write
+from .write import container, is_export, write
 
 
 def export_run(
@@ -25,11 +28,21 @@ def export_run(
     out: str | Path,
     searched_only: bool = False,
     overwrite: bool = False,
+    least_certain: int | None = None,
 ) -> tuple[int, Labelled]:
-    """Write the `fmt` records of a run folder to `out`; returns (records written, labels)."""
+    """Write the `fmt` records of a run folder to `out`; returns (records written, labels).
+
+    `out` may not be the run folder, one of its files or an input of the run; an existing
+    output is replaced only with `overwrite` (a folder only when it is an export icm wrote)."""
+    inputs = input_files(RunFolder(run).read_config())
+    check_output(out, overwrite, ours=is_export(out), protected=inputs, run=run)
+    if least_certain is not None and (fmt != "review" or least_certain < 1):
+        raise ConfigError("--least-certain K (K at least 1) goes with --format review")
     data = load_labelled(run, searched_only)
-    rows = records(data, fmt)
-    write(rows, out, overwrite)
+    rows = records(data, fmt, least_certain)
+    if not rows:
+        raise DataError(f"{run}: no rows to export (every row has a person's label)")
+    write(rows, out)
     return len(rows), data
 
 
@@ -37,6 +50,7 @@ __all__ = [
     "FORMATS",
     "Labelled",
     "container",
+    "labelled_rows",
     "export_run",
     "load_labelled",
     "prompts",

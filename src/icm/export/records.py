@@ -9,7 +9,9 @@ Formats (TRL's names for the dataset types in brackets):
   kto       prompt, completion, label  [unpaired preference]: a claim and whether ICM holds it true
   dpo, rm   prompt, chosen, rejected   [preference, explicit prompt]: the same columns serve
             DPOTrainer and RewardTrainer
-  labels    the run's rows without the gold field, with icm_label, icm_logodds, icm_searched
+  labels    the run's rows without the gold field, with icm_label
+  review    the least certain rows first, for a person to label: icm_row, the task's fields,
+            icm_label, icm_confidence and an empty human_label (`icm run --fixed-labels` reads it)
 
 Pairs come straight from comparison tasks (rule asymmetry: ICM True means the first response is
 better; a pair whose two orders ICM labels alike is contradictory and left out), and from claim
@@ -24,12 +26,20 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import read_jsonl
 from ..errors import DataError, RunError
-from ..tasks import Task
+from ..files import read_jsonl
+from ..runfolder import LABELS, RunFolder
+from ..tasks import Task, resolve_task
 
-FORMATS = ("sft", "sft-chat", "kto", "dpo", "rm", "labels")
-ICM_FIELDS = ("icm_label", "icm_logodds", "icm_searched")
+FORMATS = ("sft", "sft-chat", "kto", "dpo", "rm", "labels", "review")
+ICM_FIELDS = (
+    "icm_label",
+    "icm_logodds",
+    "icm_searched",
+    "icm_confidence",
+    "icm_batch",
+    "icm_fixed",
+)
 
 
 @dataclass
@@ -42,43 +52,56 @@ class Labelled:
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
     """Why some pairs were left out (reported, not fatal)."""
+    rows_in_file: list[int] = field(default_factory=list)
+    """Each row's position in the labels file (0-based)."""
+    confidence: list[float | None] = field(default_factory=list)
+    fixed: list[bool] = field(default_factory=list)
 
 
 def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
     """labels.jsonl of a run folder, with its task from config.json."""
-    from ..run import Run, resolve_task
-
-    run = Run.open(folder)
-    path = run.folder / "labels.jsonl"
+    run = RunFolder(folder)
+    cfg = run.read_config()
+    path = run.path / LABELS
     if not path.exists():
-        raise RunError(f"{run.folder}: no labels.jsonl yet: let the run finish (or --resume it)")
-    return read_labelled(path, resolve_task(run.cfg.task), searched_only)
+        raise RunError(f"{run.path}: no {LABELS} yet: let the run finish (or --resume it)")
+    return read_labelled(path, resolve_task(cfg.task), searched_only)
 
 
 def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
-    """A labels.jsonl file (a run's or one batch's) read for `task`; every row is checked against
-    the task first, so an error names the row of the file."""
-    raw = read_jsonl(path)
+    """A labels.jsonl file read for `task`; every row is checked against the task first, so an
+    error names the row of the file."""
+    return labelled_rows(read_jsonl(path), task, str(path), searched_only)
+
+
+def labelled_rows(
+    raw: list[dict], task: Task, source: str, searched_only: bool = False
+) -> Labelled:
+    """Rows with their `icm_label` (as labels.jsonl holds them) as training material."""
     if raw:
-        task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], str(path))
+        task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], source)
     rows, labels = [], []
     for r, row in enumerate(raw, start=1):
         y = row.get("icm_label")
         if not isinstance(y, bool):
-            raise DataError(f"{path}: row {r}: field 'icm_label' must be true or false, got {y!r}")
+            raise DataError(
+                f"{source}: row {r}: field 'icm_label' must be true or false, got {y!r}"
+            )
         if searched_only and not row.get("icm_searched", True):
             continue
         rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
         labels.append(y)
     if not rows:
-        raise DataError(f"{path}: no labelled rows" + (" searched" if searched_only else ""))
-    return Labelled(task, rows, labels, str(path))
+        raise DataError(f"{source}: no labelled rows" + (" searched" if searched_only else ""))
+    return Labelled(task, rows, labels, source)
 
 
-def records(data: Labelled, fmt: str) -> list[dict]:
+def records(data: Labelled, fmt: str, least_certain: int | None = None) -> list[dict]:
     """The records of one format; raises when the format yields none (e.g. no pair)."""
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "review":
+        return review(data, least_certain)
     if fmt == "labels":
         return [{**row, "icm_label": y} for row, y in zip(data.rows, data.labels, strict=True)]
     if fmt in ("sft", "sft-chat"):
@@ -88,6 +111,29 @@ def records(data: Labelled, fmt: str) -> list[dict]:
         why = ", ".join(f"{n} {k}" for k, n in data.skipped.items()) or "no pairable claims"
         raise DataError(f"{data.source}: the {fmt} export has no records ({why})")
     return out
+
+
+def review(data: Labelled, k: int | None) -> list[dict]:
+    """The `k` rows ICM is least sure of (all, when `k` is None), least certain first, with the
+    fields a person needs to judge the claim and an empty `human_label` to fill in. Rows a
+    person already labelled (icm_fixed) are left out."""
+    task = data.task
+    shown = [task._alias(data.rows[0], f) for f in task.fields]
+    shown += [task.group] if task.group and task.group not in shown else []
+    order = sorted(
+        (i for i in range(len(data.rows)) if not data.fixed[i]),
+        key=lambda i: (1.0 if data.confidence[i] is None else data.confidence[i], i),
+    )
+    return [
+        {
+            "icm_row": data.rows_in_file[i],
+            **{f: data.rows[i].get(f) for f in shown},
+            "icm_label": data.labels[i],
+            "icm_confidence": data.confidence[i],
+            "human_label": "",
+        }
+        for i in order[:k]
+    ]
 
 
 def prompts(data: Labelled) -> list[str]:

@@ -1,38 +1,50 @@
-"""Writing records: JSONL, JSON, Parquet, or a Hugging Face `datasets` folder, all atomically.
+"""Writing records: JSONL, JSON, CSV, Parquet, or a Hugging Face `datasets` folder, atomically.
 
-The container follows the output path: `.jsonl`, `.json` and `.parquet` are files; any other path
-is a folder written with `datasets.Dataset.save_to_disk` (read back with `datasets.load_from_disk`).
+The container follows the output path: `.jsonl`, `.json`, `.csv` and `.parquet` are files; any
+other path is a folder written with `datasets.Dataset.save_to_disk` (read back with
+`datasets.load_from_disk`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .. import atomic
+from .. import files
 from ..errors import IcmError
 
-CONTAINERS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
+CONTAINERS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
 def container(out: str | Path) -> str:
     return CONTAINERS.get(Path(out).suffix.lower(), "hf")
 
 
-def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
-    """Write `records` to `out`; returns the container used. An existing output is kept unless
-    `overwrite`, and is replaced only once the new one is complete."""
+EXPORT_MARKER = ".icm-export"
+"""Inside a datasets folder icm wrote: only such a folder may be replaced."""
+
+
+def is_export(out: str | Path) -> bool:
+    return (Path(out) / EXPORT_MARKER).is_file()
+
+
+def write(records: list[dict], out: str | Path) -> str:
+    """Write `records` to `out` (checked by the caller); returns the container used. An existing
+    output is replaced only once the new one is complete."""
     out = Path(out)
     kind = container(out)
-    if out.exists() and not overwrite:
-        raise IcmError(f"{out}: already exists: pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     if kind == "jsonl":
-        atomic.write_jsonl(out, records)
+        files.write_jsonl(out, records)
     elif kind == "json":
-        atomic.write_json(out, records)
+        files.write_json(out, records)
+    elif kind == "csv":
+        files.write_text(out, to_csv(records))
     elif kind == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -40,7 +52,7 @@ def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
         table = _arrow(lambda: pa.Table.from_pylist(records), out)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink)
-        atomic.write_bytes(out, sink.getvalue().to_pybytes())
+        files.write_bytes(out, sink.getvalue().to_pybytes())
     else:
         from datasets import Dataset
         from datasets.utils.logging import disable_progress_bar
@@ -50,16 +62,30 @@ def write(records: list[dict], out: str | Path, overwrite: bool = False) -> str:
         tmp = temp_dir(out)
         try:
             ds.save_to_disk(str(tmp))
+            (tmp / EXPORT_MARKER).write_text("written by icm export\n")
             replace_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return kind
 
 
+def to_csv(records: list[dict]) -> str:
+    """One row per record, a column per key (in first-seen order); lists and objects as JSON."""
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, lineterminator="\n")
+    writer.writeheader()
+    for r in records:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()}
+        )
+    return buf.getvalue()
+
+
 def temp_dir(out: Path) -> Path:
     """An empty folder beside `out` to build it in, with the usual permissions (not 0700)."""
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o777 & ~atomic.umask())
+    tmp.chmod(0o777 & ~files.umask())
     return tmp
 
 
@@ -68,7 +94,7 @@ def replace_dir(new: Path, out: Path) -> None:
 
     Its files get the usual permissions first: some writers (safetensors) leave them 0600, which
     would keep a model from the other users of a shared machine."""
-    mode = 0o666 & ~atomic.umask()
+    mode = 0o666 & ~files.umask()
     for f in new.rglob("*"):
         if f.is_file():
             f.chmod(mode)

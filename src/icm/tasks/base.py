@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import string
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import files
 from ..core.consistency import RULES
 from ..core.data import Example, PromptFormat
 from ..errors import DataError
@@ -76,7 +76,7 @@ class Task:
     key: KeyFn | None = None
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fmt: PromptFormat = field(default_factory=PromptFormat)
-    expand: Callable[[list[dict], str], list[dict]] | None = None
+    expand: Callable[[list[dict], list[int], str], tuple[list[dict], list[int]]] | None = None
     """Turns rows of another layout into claim rows (e.g. one row with four solutions)."""
     unique: bool = True
     """Two rows of a group may not make the same prompt (a duplicated row is a mistake)."""
@@ -92,10 +92,10 @@ class Task:
 
     def load(self, path: str | Path) -> Dataset:
         path = Path(path)
-        rows = read_rows(path)
+        rows, lines = read_rows(path)
         if self.expand is not None:
-            rows = self.expand(rows, str(path))
-        data = self.build(rows, str(path))
+            rows, lines = self.expand(rows, lines, str(path))
+        data = self.build(rows, str(path), lines)
         self.check_pairs(data)
         return data
 
@@ -145,32 +145,35 @@ class Task:
                     "it, drop the row, or use a model with a longer context"
                 )
 
-    def build(self, rows: list[dict], source: str = "<rows>") -> Dataset:
+    def build(
+        self, rows: list[dict], source: str = "<rows>", lines: list[int] | None = None
+    ) -> Dataset:
+        """Examples from rows; `lines[k]` is the row number that messages name (a JSONL line)."""
         if not rows:
             raise DataError(f"{source}: no rows")
         examples, gold = [], []
-        for r, row in enumerate(rows, start=1):
-            values = {}
-            for f in self.fields:
-                values[f] = self._field(row, f, source, r)
+        kinds = GroupKinds(self.group, source)
+        for k, row in enumerate(rows):
+            r = lines[k] if lines else k + 1
+            values = {f: self._field(row, f, source, r) for f in self.fields}
             prompt = self.template.format(**values)
-            group = row.get(self.group) if self.group else None
-            if self.group and self.group not in row:
-                raise DataError(f"{source}: row {r}: missing field {self.group!r} (the group)")
-            if isinstance(group, list | dict):
-                raise DataError(
-                    f"{source}: row {r}: field {self.group!r} must be a string or number"
-                )
+            group = None
+            if self.group:
+                if self.group not in row:
+                    raise DataError(f"{source}: row {r}: missing field {self.group!r} (the group)")
+                group = kinds.check(row[self.group], r)
             try:
                 key = self.key(row) if self.key else None
             except KeyError as e:
                 raise DataError(
                     f"{source}: row {r}: missing field {e.args[0]!r} (the consistency key)"
                 ) from e
-            uid = str(row.get("id", r - 1))
+            except ValueError as e:
+                raise DataError(f"{source}: row {r}: the consistency key: {e}") from e
+            uid = str(row.get("id", k))
             examples.append(Example(uid, prompt, group, key))
             gold.append(parse_label(row.get(self.label), source, r, self.label))
-        return Dataset(examples, gold, rows, source)
+        return Dataset(examples, gold, rows, source, lines)
 
     def _alias(self, row: dict, name: str) -> str:
         """The name under which `row` holds field `name` (itself or an alias)."""
@@ -180,21 +183,57 @@ class Task:
         for alias in (name, *self.aliases.get(name, ())):
             if alias in row:
                 v = row[alias]
-                if not isinstance(v, str | int | float) or isinstance(v, bool):
+                if not isinstance(v, str):  # a number is not a claim: NaN, 1e999, 5000 digits
                     raise DataError(
                         f"{source}: row {r}: field {alias!r} must be text, got {json_type(v)}"
                     )
-                text = str(v)
                 try:
-                    text.encode("utf-8")
+                    v.encode("utf-8")
                 except UnicodeEncodeError as e:  # a lone surrogate escape such as "\ud800"
                     raise DataError(
                         f"{source}: row {r}: field {alias!r} holds an invalid character "
                         f"(an unpaired surrogate at position {e.start})"
                     ) from e
-                return text
+                return v
         names = " or ".join(repr(a) for a in (name, *self.aliases.get(name, ())))
         raise DataError(f"{source}: row {r}: missing field {names}")
+
+
+class GroupKinds:
+    """Group ids keep their type: all text or all integers in one file.
+
+    Python counts 1, 1.0 and true as one dictionary key, so a file that mixes them would merge
+    groups silently; such a file is refused instead, as are booleans, fractions and NaN."""
+
+    def __init__(self, name: str | None, source: str) -> None:
+        self.name, self.source = name, source
+        self.first: tuple[str, int] | None = None
+
+    def check(self, v: object, r: int) -> Hashable | None:
+        if v is None:
+            return None  # no group: the row is a group of its own
+        if isinstance(v, str):
+            kind = "text"
+        elif isinstance(v, int) and not isinstance(v, bool):
+            kind = "an integer"
+        else:
+            raise DataError(
+                f"{self.source}: row {r}: field {self.name!r} (the group) must be text or an "
+                f"integer, got {json_type(v)}: {_short(v)}"
+            )
+        if self.first is None:
+            self.first = (kind, r)
+        elif self.first[0] != kind:
+            raise DataError(
+                f"{self.source}: row {r}: field {self.name!r} (the group) is {kind}, but row "
+                f"{self.first[1]}'s is {self.first[0]}: group ids must all have one type"
+            )
+        return v
+
+
+def _short(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_label(v: object, source: str, r: int, name: str) -> int | None:
@@ -207,7 +246,7 @@ def parse_label(v: object, source: str, r: int, name: str) -> int | None:
         return int(v)
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "0", "1"):
         return int(v.strip().lower() in ("true", "1"))
-    raise DataError(f"{source}: row {r}: field {name!r} must be a binary label, got {v!r}")
+    raise DataError(f"{source}: row {r}: field {name!r} must be a binary label, got {_short(v)}")
 
 
 def json_type(v: object) -> str:
@@ -223,50 +262,27 @@ def json_type(v: object) -> str:
     return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else "?"
 
 
-def read_rows(path: Path) -> list[dict]:
-    """A JSON list of objects or JSONL, as a list of dicts; bad files raise one-line DataErrors."""
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a JSON or JSONL file")
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read: {e.strerror}") from e
-    try:
-        text = raw.decode("utf-8-sig")  # -sig: a leading byte-order mark is fine
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line}: not UTF-8 text (byte {e.start})") from e
+def read_rows(path: Path) -> tuple[list[dict], list[int]]:
+    """A JSON list of objects or JSONL, as dicts with the row number of each (its line in JSONL);
+    bad files raise one-line DataErrors."""
+    text = files.read_text(path, "data file")
     if not text.strip():
         raise DataError(f"{path}: empty file")
     if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and path.suffix != ".json"):
-        rows = list(_jsonl(path, text))
+        numbered = files.parse_jsonl(text, str(path), unit="row")
+        rows, lines = [v for _, v in numbered], [n for n, _ in numbered]
     else:
         try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: invalid JSON at line {e.lineno}: {e.msg}") from e
-        except RecursionError as e:
-            raise DataError(f"{path}: invalid JSON: nested too deeply") from e
+            rows = files.loads(text)
+        except ValueError as e:
+            raise DataError(f"{path}: invalid JSON: {e}") from e
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a list of objects, got {json_type(rows)}")
-    for r, row in enumerate(rows, start=1):
+        lines = list(range(1, len(rows) + 1))
+    for row, r in zip(rows, lines, strict=True):
         if not isinstance(row, dict):
             raise DataError(f"{path}: row {r}: expected an object, got {json_type(row)}")
-    return rows
-
-
-def _jsonl(path: Path, text: str) -> Iterator[dict]:
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: row {n}: invalid JSON: {e.msg}") from e
-        except RecursionError as e:
-            raise DataError(f"{path}: row {n}: invalid JSON: nested too deeply") from e
+    return rows, lines
 
 
 _TASKS: dict[str, Task] = {}

@@ -2,37 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Hashable
 
 from ..errors import DataError
+from .answers import final_answer
 from .base import Task, parse_label, register
 
 CLAIM = "Question: {question}\nClaim: {choice}\nI think this claim is"
-_NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
-
-
-def final_answer(solution: str) -> str | None:
-    """The final answer of a worked solution: what follows its last `####`, `A:` or "answer is".
-
-    Normalised so that "$1,200.00" and "1200" compare equal; None when nothing can be parsed.
-    """
-    tail = None
-    for marker in ("####", "A:", "answer is"):
-        k = solution.rfind(marker)
-        if k >= 0 and (tail is None or k > tail[0]):
-            tail = (k, solution[k + len(marker) :])
-    if tail is None:
-        return None
-    text = tail[1].strip()
-    m = _NUMBER.search(text)
-    if m:
-        num = m.group().replace("$", "").replace(",", "")
-        if "." in num:
-            num = num.rstrip("0").rstrip(".")
-        return num or "0"
-    word = text.split("\n")[0].strip().rstrip(".").lower()
-    return word or None
 
 
 def _claim_answer(row: dict) -> Hashable | None:
@@ -48,34 +24,39 @@ def _pair(row: dict) -> Hashable | None:
 SOLVERS = ("6b_finetuning", "6b_verification", "175b_finetuning", "175b_verification")
 
 
-def _expand_solutions(rows: list[dict], source: str) -> list[dict]:
+def _expand_solutions(
+    rows: list[dict], lines: list[int], source: str
+) -> tuple[list[dict], list[int]]:
     """GSM8K grade-school-math layout (one row per question, candidate solutions as
-    `{solution, is_correct}` fields) into one claim row per solution; claim rows pass through."""
-    out = []
-    for r, row in enumerate(rows, start=1):
-        solved = [k for k, v in row.items() if isinstance(v, dict) and "solution" in v]
+    `{solution, is_correct}` fields) into one claim row per solution; claim rows pass through.
+    Each claim keeps the row number of its question, for messages."""
+    out, out_lines = [], []
+    for k, (row, r) in enumerate(zip(rows, lines, strict=True)):
+        solved = [name for name, v in row.items() if isinstance(v, dict) and "solution" in v]
         if not solved:
             out.append(row)
+            out_lines.append(r)
             continue
         if "question" not in row:
             raise DataError(f"{source}: row {r}: missing field 'question'")
         if not isinstance(row["question"], str):
             raise DataError(f"{source}: row {r}: field 'question' must be text")
-        for k in solved:
-            sol = row[k]
+        for name in solved:
+            sol = row[name]
             if not isinstance(sol["solution"], str):
-                raise DataError(f"{source}: row {r}: field '{k}.solution' must be text")
-            parse_label(sol.get("is_correct"), source, r, f"{k}.is_correct")  # at its file row
+                raise DataError(f"{source}: row {r}: field '{name}.solution' must be text")
+            parse_label(sol.get("is_correct"), source, r, f"{name}.is_correct")
             out.append(
                 {
                     "question": row["question"],
                     "choice": sol["solution"],
                     "label": sol.get("is_correct"),
-                    "consistency_id": r - 1,
-                    "solver": k,
+                    "consistency_id": k,
+                    "solver": name,
                 }
             )
-    return out
+            out_lines.append(r)
+    return out, out_lines
 
 
 register(
@@ -88,7 +69,7 @@ register(
 register(
     Task(
         "gsm8k",
-        CLAIM,
+        CLAIM,  # the key: the solution's final answer as an exact value (see answers.py)
         rule="same-answer",
         key=_claim_answer,
         aliases={"choice": ("cot",)},

@@ -10,15 +10,21 @@ consistency:               # optional, default none
 label_words: [" False", " True"]   # optional
 
 A spec names fields of the data rows only; it holds no paths, so it cannot reach other files.
+It stays blind to gold: the label field may not be in the template, the group or the key. A
+template takes plain `{field}` placeholders only: no format specs (`{x:>1999999999}` would
+allocate gigabytes), conversions or attribute access.
 """
 
 from __future__ import annotations
 
+import math
+import string
 from collections.abc import Hashable
 from pathlib import Path
 
 import yaml
 
+from .. import files
 from ..core.consistency import RULES
 from ..core.data import PromptFormat
 from ..errors import DataError
@@ -27,13 +33,15 @@ from .base import Task
 KNOWN = {"name", "template", "group", "label", "consistency", "label_words", "separator", "prefix"}
 
 
+MAX_SPEC_BYTES = 1 << 20
+
+
 def load_task_spec(path: str | Path) -> Task:
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: task spec not found")
+    text = files.read_bytes(path, "task spec", MAX_SPEC_BYTES)
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        spec = yaml.safe_load(text.decode("utf-8-sig"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
         raise DataError(f"{path}: invalid YAML/JSON: {str(e).splitlines()[0]}") from e
     if not isinstance(spec, dict):
         raise DataError(f"{path}: a task spec must be a mapping")
@@ -43,6 +51,7 @@ def load_task_spec(path: str | Path) -> Task:
     template = spec.get("template")
     if not isinstance(template, str) or "{" not in template:
         raise DataError(f"{path}: field 'template' must be a text with {{field}} placeholders")
+    placeholders = template_fields(template, path)
     cons = spec.get("consistency") or {}
     if not isinstance(cons, dict):
         raise DataError(f"{path}: field 'consistency' must be a mapping with 'rule' and 'key'")
@@ -69,21 +78,28 @@ def load_task_spec(path: str | Path) -> Task:
     words = spec.get("label_words", [" False", " True"])
     if not (isinstance(words, list) and len(words) == 2 and all(isinstance(w, str) for w in words)):
         raise DataError(f"{path}: field 'label_words' must be two strings [false_word, true_word]")
+    if not all(w.strip() for w in words) or words[0].strip().lower() == words[1].strip().lower():
+        raise DataError(f"{path}: field 'label_words' must be two different, non-empty words")
+    gold = spec.get("label", "label")
+    used = {"template": placeholders, "group": [spec.get("group")]}
+    used["consistency.key"] = key if isinstance(key, list) else [key]
+    for name, names in used.items():
+        if gold in names:
+            raise DataError(
+                f"{path}: field {name!r} uses {gold!r}, the gold-label field: the search must "
+                "never see gold labels"
+            )
     fmt = PromptFormat(tuple(words), spec.get("separator", "\n\n"), spec.get("prefix", ""))
     task = Task(
         name=str(spec.get("name", path.stem)),
         template=template,
         rule=rule,
         group=spec.get("group"),
-        label=spec.get("label", "label"),
+        label=gold,
         key=_key_fn(key, rule) if rule != "none" else None,
         fmt=fmt,
         description=f"custom task from {path}",
     )
-    try:
-        task.template.format(**{f: "" for f in task.fields})
-    except (ValueError, IndexError, KeyError) as e:
-        raise DataError(f"{path}: field 'template' is not a valid template: {e}") from e
     return task
 
 
@@ -95,8 +111,36 @@ def _key_fn(key: str | list[str], rule: str):
         missing = [f for f in fields if row.get(f) is None]
         if missing:
             raise KeyError(missing[0])
+        bad = [f for f in fields if not _scalar(row[f])]
+        if bad:
+            raise ValueError(f"field {bad[0]!r} must be text or a finite number")
         values = [str(row[f]) for f in fields]
         return tuple(values) if rule == "asymmetry" else values[0]
 
     fn.fields = fields  # type: ignore[attr-defined]
     return fn
+
+
+def _scalar(v: object) -> bool:
+    return isinstance(v, str | int) or (isinstance(v, float) and math.isfinite(v))
+
+
+def template_fields(template: str, path: Path) -> list[str]:
+    """The `{field}` names of a template; anything but plain placeholders is refused."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise DataError(f"{path}: field 'template' is not a valid template: {e}") from e
+    names = []
+    for _, name, spec, conversion in parts:
+        if name is None:
+            continue
+        if not name or name.isdigit() or any(c in name for c in ".[]") or spec or conversion:
+            shown = "{" + name + ("!" + conversion if conversion else "")
+            shown += (":" + spec if spec else "") + "}"
+            raise DataError(
+                f"{path}: field 'template': {shown[:60]} is not a plain {{field}} placeholder "
+                "(format specs, conversions, indexes and positional fields are not allowed)"
+            )
+        names.append(name)
+    return names

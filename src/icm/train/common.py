@@ -14,31 +14,36 @@ from pathlib import Path
 import torch
 
 from ..errors import IcmError, RunError
+from ..options import check
+from ..runfolder import RunFolder, check_output, input_files
 from .config import META, TrainConfig
 
 
 def setup(cfg: TrainConfig) -> torch.device:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lora_r < 1:
-        raise IcmError("--epochs, --batch-size and --lora-r must be at least 1")
+    """Check the options, set threads and the seed; the device to train on."""
+    from ..backends.transformers import pick_device, set_threads
+
+    check(cfg)
+    set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    return torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return pick_device(cfg.device)
 
 
 def base_model_path(run_folder: str | Path, model: str | None = None) -> str:
     """What transformers loads for the run's model ("default" and GGUF files: their conversion)."""
     from ..backends.transformers import resolve
-    from ..run import Run
 
-    return resolve(model or Run.open(run_folder).cfg.model)
+    return resolve(model or RunFolder(run_folder).read_config().model)
 
 
-def check_out(out: str | Path, overwrite: bool) -> Path:
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise RunError(f"{out}: already exists: pass --overwrite to replace it")
-    return out
+def check_out(out: str | Path, overwrite: bool, run: str | Path | None = None) -> Path:
+    """A model folder to write: never the run folder or its inputs; an existing folder only with
+    `overwrite`, and only when icm trained it (it holds META)."""
+    protected = input_files(RunFolder(run).read_config()) if run is not None else []
+    ours = Path(out, META).is_file()
+    if Path(out).is_file():
+        raise RunError(f"{out}: is a file; a model is written to a folder")
+    return check_output(out, overwrite, ours, protected, run)
 
 
 def add_lora(model, cfg: TrainConfig, task_type: str):
@@ -95,12 +100,13 @@ def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Te
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
 
 
-def save_model(model, tokenizer, out: Path, meta: dict, adapter: bool = False) -> None:
+def save_model(model, tokenizer, out: str | Path, meta: dict, adapter: bool = False) -> None:
     """Write the LoRA weights folded into the model (or, with `adapter`, the LoRA adapter alone)
     + tokenizer + META to a temporary folder beside `out`, then move it into place: a
     half-written model folder is never seen."""
     from ..export.write import replace_dir, temp_dir
 
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out)
     try:

@@ -2,41 +2,41 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from ..options import SEED_MAX, option
 
 META = "icm_train.json"
 """Written into every trained folder: what it was trained from and how."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(default=3, metadata={"help": "passes over the training records"})
-    max_steps: int | None = field(
-        default=None, metadata={"help": "stop after this many optimiser steps"}
+    epochs: int = option(3, "passes over the training records", min=1, max=10**6)
+    max_steps: int | None = option(None, "stop after this many optimiser steps", min=1)
+    lr: float = option(2e-4, "AdamW learning rate of the LoRA weights", above=0, max=10)
+    batch_size: int = option(8, "records per optimiser step", min=1, max=10**6)
+    lora_r: int = option(8, "LoRA rank", min=1, max=4096)
+    lora_alpha: int = option(16, "LoRA scaling (alpha / r)", min=1, max=10**6)
+    max_length: int = option(
+        1024, "reward model: longest text in tokens (cut at the end)", min=8, max=10**7
     )
-    lr: float = field(default=2e-4, metadata={"help": "AdamW learning rate of the LoRA weights"})
-    batch_size: int = field(default=8, metadata={"help": "records per optimiser step"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling (alpha / r)"})
-    max_length: int = field(
-        default=1024, metadata={"help": "reward model: longest text in tokens (cut at the end)"}
+    seed: int = option(0, "seed of the LoRA init and the record order", min=0, max=SEED_MAX)
+    adapter: bool = option(
+        False,
+        "save only the LoRA adapter (megabytes, not a copy of the model); it loads "
+        "as --model like a full model folder, on top of the base model it names",
     )
-    seed: int = field(default=0, metadata={"help": "seed of the LoRA init and the record order"})
-    adapter: bool = field(
-        default=False,
-        metadata={
-            "help": "save only the LoRA adapter (megabytes, not a copy of the model); it loads "
-            "as --model like a full model folder, on top of the base model it names"
-        },
+    device: str | None = option(None, "torch device (default: cuda if any)")
+    dtype: str = option(
+        "auto",
+        "weights dtype while training (auto: bfloat16 on a GPU that has it, else float32)",
+        choices=DTYPES,
     )
-    device: str | None = field(
-        default=None, metadata={"help": "torch device (default: cuda if any)"}
+    trust_remote_code: bool = option(
+        False, "run Python code shipped with the model (only for models you trust)"
     )
-    dtype: str = field(default="float32", metadata={"help": "weights dtype while training"})
-    trust_remote_code: bool = field(
-        default=False,
-        metadata={"help": "run Python code shipped with the model (only for models you trust)"},
-    )
-    threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch (default: torch's choice)"}
+    threads: int | None = option(
+        None, "CPU threads for torch (default: torch's choice)", min=1, max=1024
     )

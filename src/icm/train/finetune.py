@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..backends.transformers import adapter_base, load_pretrained
+from ..backends.transformers import adapter_base, load_pretrained, pick_dtype
 from ..errors import IcmError
 from ..export import Labelled, load_labelled
 from .common import (
@@ -51,11 +51,10 @@ def finetune_labels(
     base: str,
     out: str | Path,
     cfg: TrainConfig | None = None,
-    overwrite: bool = False,
     source: str = "",
 ) -> dict:
     """Fine-tune the model at `base` on the labels of `sets`; write the merged model (or, with
-    `cfg.adapter`, the adapter) to `out`."""
+    `cfg.adapter`, the adapter) to `out` (which the caller has checked)."""
     cfg = cfg or TrainConfig()
     if cfg.adapter and adapter_base(base):
         raise IcmError(
@@ -63,8 +62,8 @@ def finetune_labels(
             "fine-tune without --adapter"
         )
     device = setup(cfg)
-    out = check_out(out, overwrite)
-    tok, model = load_pretrained(base, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    dtype = pick_dtype(cfg.dtype, device)
+    tok, model = load_pretrained(base, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
     records = [r for data in sets for r in encode(tok, data)]
     model = add_lora(model.to(device), cfg, "CAUSAL_LM")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -92,7 +91,6 @@ def finetune(
     overwrite: bool = False,
 ) -> dict:
     """Fine-tune the run's model (or `model`) on the run's ICM labels."""
+    out = check_out(out, overwrite, run)
     data = load_labelled(run, searched_only)
-    return finetune_labels(
-        [data], base_model_path(run, model), out, cfg, overwrite=overwrite, source=str(run)
-    )
+    return finetune_labels([data], base_model_path(run, model), out, cfg, source=str(run))

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..backends.transformers import pick_dtype
 from ..errors import IcmError
 from ..export import load_labelled, records
 from .common import (
@@ -64,10 +65,10 @@ def train_reward(
     if cfg.adapter:
         raise IcmError("--adapter is for the language model; a reward model is saved merged")
     device = setup(cfg)
-    out = check_out(out, overwrite)
+    out = check_out(out, overwrite, run)
     pairs = records(load_labelled(run, searched_only), "rm")
     base = base_model_path(run, model)
-    tok, rm = load_reward(base, cfg.dtype, cfg.trust_remote_code)
+    tok, rm = load_reward(base, pick_dtype(cfg.dtype, device), cfg.trust_remote_code)
     rm = add_lora(rm.to(device), cfg, "SEQ_CLS")
 
     def loss_fn(idx: list[int]) -> torch.Tensor:

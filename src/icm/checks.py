@@ -1,0 +1,56 @@
+"""What a careful user should hear about a run's labels before trusting them.
+
+ICM fails quietly in known ways: it can settle on one label for nearly everything (a labelling
+that is perfectly mutually predictable), drift far from what the model believes zero-shot, give
+different answers from different seeds, leave inconsistencies, or run out of iterations before
+it has searched every example. Each check is one line; a run prints them on stderr, records them
+in summary.json, and the report shows them in a banner.
+"""
+
+from __future__ import annotations
+
+COLLAPSE = 0.9
+"""A run where this share of the labels or more is one label has collapsed (or the data is that
+lopsided: worth a look either way)."""
+PRIOR_GAP = 0.3
+"""A True share this far from the model's mean zero-shot probability of True."""
+CHAIN_DISAGREEMENT = 0.3
+"""Chains that disagree on more than this share of rows."""
+
+
+def warnings(summary: dict) -> list[str]:
+    """One line per problem found in a run's summary (see the constants above)."""
+    out = []
+    n = summary["examples"]
+    true = summary["labels"]["true"]
+    share = true / n if n else 0.0
+    if n >= 4 and max(share, 1 - share) >= COLLAPSE:
+        word = "True" if share >= 0.5 else "False"
+        out.append(
+            f"collapse: {max(share, 1 - share):.0%} of the labels are {word}; check a few by hand "
+            "(icm export --format review) before trusting them"
+        )
+    prior = summary.get("zero_shot_true")
+    if prior is not None and abs(share - prior) > PRIOR_GAP:
+        out.append(
+            f"prior: {share:.0%} of the labels are True, but zero-shot the model gives True "
+            f"{prior:.0%} probability on average; ICM may have found another feature than the "
+            "one asked about"
+        )
+    split = summary.get("chain_disagreement")
+    if split is not None and split > CHAIN_DISAGREEMENT:
+        out.append(
+            f"chains: the {summary['chains']} chains disagree on {split:.0%} of the rows; the "
+            "labels depend on the seed: run more iterations or chains, or check by hand"
+        )
+    if summary["inconsistencies"]:
+        out.append(
+            f"inconsistencies: {summary['inconsistencies']} pairs of output labels break the "
+            "consistency rule"
+        )
+    if summary["searched_share"] < 1:
+        out.append(
+            f"coverage: the search labelled {summary['searched_share']:.0%} of the examples; "
+            "the rest are the model's argmax given those: run more --iterations"
+        )
+    return out

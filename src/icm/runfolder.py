@@ -1,0 +1,286 @@
+"""The run folder: its layout, the marker and lock, its config, the saved plan, and its checks.
+
+    RUN/
+      .icm-run          marks a folder icm made: only such a folder may be --overwrite'n
+      .lock             held (flock) by the one process that works in the folder
+      config.json       every option (reloads with RunConfig.from_json)
+      plan.json         decided once: the batch split, and the fingerprints a resume checks
+      batches/NNN/      one batch: labels.jsonl and summary.json (its chains combined)
+        chain-C/        one search: state.json (the checkpoint), trace.jsonl, final.json
+      labels.jsonl      every input row with its ICM label, merged over the batches
+      summary.json
+
+Everything else in a run folder is the user's: --overwrite removes only the names above (and
+the report and evaluation files icm writes there), never another file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import files
+from .config import RunConfig
+from .errors import DataError, IcmError, RunError
+from .tasks import Dataset
+
+MARKER, LOCK, CONFIG, PLAN = ".icm-run", ".lock", "config.json", "plan.json"
+STATE, TRACE, FINAL, LABELS, SUMMARY = (
+    "state.json",
+    "trace.jsonl",
+    "final.json",
+    "labels.jsonl",
+    "summary.json",
+)
+BATCHES = "batches"
+OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
+"""The files of a run folder that --overwrite may remove (besides batches/)."""
+EXTRA_OUTPUTS = ("report.html", "eval.json", "eval.md", "eval.png")
+"""Files other commands write into a run folder by default: also icm's own."""
+
+
+def fingerprint(obj: object) -> str:
+    """A short hash of a JSON-able value (keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def data_fingerprints(
+    data: Dataset, fmt: object, rule: str, fixed: dict[int, int]
+) -> dict[str, object]:
+    """What a resume must find unchanged: the rows (gold included: it is reported), and what the
+    search sees of them (prompts, groups, consistency keys, label words, the rule, the labels a
+    person fixed)."""
+    seen = [[ex.prompt, ex.group, ex.key] for ex in data.examples]
+    return {
+        "rows": len(data),
+        "rows_hash": fingerprint(data.rows),
+        "examples_hash": fingerprint([seen, fmt, rule, sorted(fixed.items())]),
+    }
+
+
+@dataclass
+class Plan:
+    """Decided when a run starts and kept for good: a resumed run never splits again (a server
+    may now report another context length, or have no /tokenize)."""
+
+    batches: list[list[int]]
+    data: dict
+    model: dict
+
+    def to_json(self) -> dict:
+        return {"batches": self.batches, "data": self.data, "model": self.model}
+
+    @classmethod
+    def from_json(cls, d: object, source: str) -> Plan:
+        try:
+            assert isinstance(d, dict)
+            batches = d["batches"]
+            assert isinstance(batches, list) and all(
+                isinstance(b, list) and all(type(i) is int for i in b) for b in batches
+            )
+            return cls(batches, dict(d["data"]), dict(d["model"]))
+        except (AssertionError, KeyError, TypeError, ValueError) as e:
+            raise RunError(f"{source}: not a plan icm wrote") from e
+
+    def check(self, now: Plan, folder: Path) -> None:
+        """The run's data, task and model are those it started with."""
+        again = f"start afresh with a new --out (or --overwrite {folder})"
+        if self.data.get("rows_hash") != now.data.get("rows_hash"):
+            raise RunError(
+                f"{folder}: the data changed since the run started ({self.data.get('rows')} "
+                f"rows then, {now.data.get('rows')} now, or edited): {again}"
+            )
+        if self.data.get("examples_hash") != now.data.get("examples_hash"):
+            raise RunError(
+                f"{folder}: the prompts, consistency keys or fixed labels differ from those the "
+                f"run started with: {again}"
+            )
+        if self.model != now.model:
+            then, current = _short(self.model), _short(now.model)
+            raise RunError(f"{folder}: the model changed ({then} then, {current} now): {again}")
+        n = sum(len(b) for b in self.batches)
+        if sorted(i for b in self.batches for i in b) != list(range(n)) or n != now.data["rows"]:
+            raise RunError(f"{folder / PLAN}: its batches do not cover the data's rows")
+
+
+def _short(d: dict) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in d.items())
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+class RunFolder:
+    """A folder that holds one run. Opening it never writes; `lock()` before writing."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    # -- layout ---------------------------------------------------------------------------------
+    def batch(self, b: int) -> Path:
+        return self.path / BATCHES / f"{b:03d}"
+
+    def chain(self, b: int, c: int) -> Path:
+        return self.batch(b) / f"chain-{c}"
+
+    @property
+    def made_by_icm(self) -> bool:
+        return (self.path / MARKER).is_file()
+
+    # -- creating -------------------------------------------------------------------------------
+    def check_new(self, overwrite: bool, inputs: list[str] = ()) -> None:
+        """A new run may go into a new or empty folder, or, with `overwrite`, into a folder icm
+        made, and only when none of its `inputs` (data, task spec) lies inside it."""
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{path}: exists and is not a folder")
+        try:
+            busy = path.exists() and any(path.iterdir())
+        except OSError as e:
+            raise RunError(f"{path}: cannot read the folder: {e.strerror}") from e
+        if not busy:
+            return
+        if not overwrite:
+            raise RunError(
+                f"{path}: already exists and is not empty: pass --overwrite, or --resume it"
+            )
+        if not self.made_by_icm:
+            raise RunError(
+                f"{path}: not a run folder icm made (no {MARKER}); --overwrite replaces only "
+                "those: choose another --out"
+            )
+        inside = [p for p in inputs if p and _within(Path(p), path)]
+        if inside:
+            raise RunError(
+                f"{path}: holds {inside[0]}, an input of this run; --overwrite would replace "
+                "it: choose another --out"
+            )
+
+    def create(self, cfg: RunConfig, overwrite: bool = False, inputs: list[str] = ()) -> None:
+        """Make (or, with `overwrite`, clear) the folder, mark it and write config.json, under
+        the folder's lock (so of two new runs racing for one folder, one is refused)."""
+        self.check_new(overwrite, inputs)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            files.write_text(self.path / MARKER, "made by icm: --overwrite may replace it\n")
+            self.lock()
+            try:
+                if (self.path / CONFIG).exists() and not overwrite:
+                    raise RunError(f"{self.path}: another run was just created here")
+                if overwrite:
+                    self.clear()
+                files.write_json(self.path / CONFIG, cfg.to_json())
+            finally:
+                self.unlock()
+        except OSError as e:
+            raise RunError(f"{self.path}: cannot create the run folder: {e.strerror}") from e
+
+    def clear(self) -> None:
+        """Remove icm's outputs (never another file): what --overwrite replaces."""
+        for name in (*OUTPUTS, *EXTRA_OUTPUTS):
+            (self.path / name).unlink(missing_ok=True)
+        batches = self.path / BATCHES
+        if batches.is_dir():
+            shutil.rmtree(batches)
+
+    # -- opening --------------------------------------------------------------------------------
+    def read_config(self) -> RunConfig:
+        path = self.path / CONFIG
+        if not self.path.is_dir():
+            raise RunError(f"{self.path}: no such run folder")
+        if not path.exists():
+            raise RunError(f"{self.path}: not a run folder (no {CONFIG})")
+        try:
+            return RunConfig.from_json(files.read_json(path, "run config"), str(path))
+        except DataError as e:
+            raise RunError(str(e)) from e
+
+    def write_config(self, cfg: RunConfig) -> None:
+        files.write_json(self.path / CONFIG, cfg.to_json())
+
+    def read_plan(self) -> Plan | None:
+        path = self.path / PLAN
+        if not path.exists():
+            return None
+        try:
+            return Plan.from_json(files.read_json(path, "run plan"), str(path))
+        except DataError as e:
+            raise RunError(str(e)) from e
+
+    def write_plan(self, plan: Plan) -> None:
+        files.write_json(self.path / PLAN, plan.to_json())
+
+    # -- one process at a time ------------------------------------------------------------------
+    def lock(self) -> None:
+        """Hold the folder's lock for the life of this process (or until `unlock`); a second
+        process that wants it is refused with one line. The kernel drops it if we are killed."""
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another"
+            os.close(fd)
+            raise RunError(
+                f"{self.path}: in use by icm process {holder}; wait for it to end or stop it"
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def input_files(cfg: RunConfig) -> list[str]:
+    """Files a run reads, which no command may write over: the data, a custom task spec and the
+    fixed labels."""
+    return [p for p in (cfg.data, cfg.task, cfg.fixed_labels) if p and Path(p).suffix]
+
+
+def _within(p: Path, folder: Path) -> bool:
+    try:
+        return p.resolve().is_relative_to(folder.resolve())
+    except OSError:
+        return False
+
+
+# -- outputs of other commands ------------------------------------------------------------------
+def check_output(
+    out: str | Path,
+    overwrite: bool,
+    ours: bool,
+    protected: list[str | Path] = (),
+    run: str | Path | None = None,
+) -> Path:
+    """An output path of `icm report`, `export`, `eval` or `finetune`.
+
+    Never the run folder, a folder that holds it, one of the run's own files or an input
+    (`protected`), even with `overwrite`. An existing path that is not this command's own
+    output (`ours`) is replaced only with `overwrite`, and a folder only when it is ours."""
+    out = Path(out)
+    target = out.resolve()
+    if run is not None:
+        root = Path(run).resolve()
+        if root.is_relative_to(target):
+            raise IcmError(f"{out}: is the run folder or holds it: choose another output")
+        if target.parent == root and target.name in OUTPUTS or _within(target, root / BATCHES):
+            raise IcmError(f"{out}: is one of the run's own files: choose another output")
+    for p in protected:
+        if p and Path(p).exists() and Path(p).resolve() == target:
+            raise IcmError(f"{out}: is an input ({p}): choose another output")
+    if not out.exists() and not out.is_symlink():
+        return out
+    if out.is_dir() and not ours:
+        raise IcmError(f"{out}: is a folder icm did not write: choose another output")
+    if not (ours or overwrite):
+        raise IcmError(f"{out}: already exists: pass --overwrite to replace it")
+    return out
