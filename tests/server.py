@@ -35,9 +35,11 @@ class LlamaServer:
         ctx: int = 8192,
         api_key: str | None = None,
         threads: int = 1,
+        exact: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.parallel, self.ctx, self.api_key, self.threads = parallel, ctx, api_key, threads
+        self.exact = exact
         self.log = Path(tempfile.mkdtemp(prefix="icm-server-")) / "server.log"
         self.proc: subprocess.Popen | None = None
 
@@ -48,7 +50,7 @@ class LlamaServer:
     def start(self, wait: float = 90.0) -> LlamaServer:
         cmd = [sys.executable, __file__, "--port", str(self.port)]
         cmd += ["--parallel", str(self.parallel), "--ctx", str(self.ctx)]
-        cmd += ["--threads", str(self.threads)]
+        cmd += ["--threads", str(self.threads)] + (["--exact"] if self.exact else [])
         self.log.parent.mkdir(exist_ok=True)
         env = dict(os.environ)
         if self.api_key:
@@ -83,9 +85,11 @@ class LlamaServer:
         self.kill()
 
 
-def serve(port: int, parallel: int, ctx: int, threads: int) -> None:
+def serve(port: int, parallel: int, ctx: int, threads: int, exact: bool = False) -> None:
     """The server process: by default one CPU thread (the machine is shared); prompt caching
-    is on, as in llama-server."""
+    is on, as in llama-server. `exact`: the same log-probs whatever was cached or ran beside a
+    request (separate slot caches, no flash attention; measured bit-identical except when a
+    prompt's last token is all that is left to compute, which icm's requests avoid)."""
     import xllamacpp
 
     from icm.backends.transformers import default_gguf
@@ -96,7 +100,9 @@ def serve(port: int, parallel: int, ctx: int, threads: int) -> None:
     p.port = port
     p.n_ctx = ctx
     p.n_parallel = parallel
-    p.kv_unified = True  # the slots share one context of `ctx` tokens
+    p.kv_unified = not exact  # otherwise the slots share one context of `ctx` tokens
+    if exact:
+        p.flash_attn_type = 0
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
     if os.environ.get("LLAMA_TEST_API_KEY"):
@@ -112,5 +118,55 @@ if __name__ == "__main__":
     ap.add_argument("--parallel", type=int, default=4)
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--exact", action="store_true")
     a = ap.parse_args()
-    serve(a.port, a.parallel, a.ctx, a.threads)
+    serve(a.port, a.parallel, a.ctx, a.threads, a.exact)
+
+
+class Router:
+    """vllm-router (a cache-aware router from PyPI) in front of servers on 127.0.0.1."""
+
+    def __init__(self, workers: list[str]) -> None:
+        self.workers = workers
+        self.port = free_port()
+        self.log = Path(tempfile.mkdtemp(prefix="icm-router-")) / "router.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, wait: float = 60.0) -> Router:
+        exe = shutil.which("vllm-router", path=str(Path(sys.executable).parent))
+        if exe is None:
+            raise RuntimeError("vllm-router is not installed (pip install vllm-router)")
+        cmd = [exe, "--host", "127.0.0.1", "--port", str(self.port), "--policy", "cache_aware"]
+        cmd += ["--prometheus-port", str(free_port()), "--worker-urls", *self.workers]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as r:
+                    if json.loads(r.read()).get("data"):
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        tail = self.log.read_text()[-2000:]
+        self.kill()
+        raise RuntimeError(f"router did not answer in {wait} s: {tail}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        shutil.rmtree(self.log.parent, ignore_errors=True)
+
+    def __enter__(self) -> Router:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()

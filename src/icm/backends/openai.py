@@ -1,48 +1,50 @@
 """An OpenAI-compatible completion server (vLLM, SGLang, llama.cpp) as the model.
 
 Each leave-one-out term is one `/completions` request for the next token's top-k log-probs
-(`max_tokens=1`, `logprobs=k`). The prompts follow `icm.core.data.loo_orders`, the order the
-local backend's divide-and-conquer scorer uses, and are sent in that order, so consecutive
-requests share long prefixes that a server with prefix caching computes once. Requests run on a
-thread pool (`concurrency` streams in flight); the standard library's `http.client` is enough
-for that, so this backend adds no dependency.
+(`max_tokens=1`, `logprobs=k`), built in the divide-and-conquer order of
+`icm.core.data.loo_orders`: the prompts of one subtree share the subtree's context as a prefix,
+which a server with prefix caching computes once.
+
+- Token ids. Where the server has `/tokenize` (vLLM, SGLang, llama.cpp), each demonstration and
+  query is tokenised once, as it comes out inside the joined prompt, and prompts go as lists of
+  token ids: the server neither receives nor tokenises the same text again, and the tokens are
+  those the local backend scores. A server without it gets text.
+- Cache-aware scheduling. `concurrency` requests run at once by splitting the tree: before the two
+  halves of a node go to two streams, one request computes the node's shared context, so both
+  halves find it cached whatever their order of arrival. Within a stream, requests follow the
+  tree order, each extending the one before.
+- Identical prompts are answered once per process (a small memo) and, with `call_cache`, once
+  ever: a SQLite file keyed by the request and what the server reports about its weights.
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import math
-import os
-import random
-import re
 import sqlite3
 import threading
+import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
-from .. import files
-from ..config import check_base_url
 from ..core.data import PromptFormat, loo_orders
 from ..core.model import charge
-from ..errors import ConfigError, ContextLengthError, IcmError, ServerError
+from ..errors import IcmError, ServerError
+from .http import API_KEY_VARS, Abort, Client, Stopped, api_key_from_env, redact
 
-API_KEY_VARS = ("ICM_API_KEY", "OPENAI_API_KEY")
-"""Where the API key is read from, in this order. It is never stored in the run folder."""
-RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-MAX_DELAY = 30.0
+__all__ = ["API_KEY_VARS", "OpenAIModel", "api_key_from_env", "label_logprobs", "redact"]
 
+PROBE = "X"
+MEMO = 8192
+"""Answers kept in memory: a proposal that flips one label re-asks many identical prompts."""
 
-def api_key_from_env() -> str | None:
-    for var in API_KEY_VARS:
-        if os.environ.get(var):
-            return os.environ[var]
-    return None
+Prompt = tuple
+"""A prompt as token ids (ints), or as one text (a 1-tuple of str) when the server has no
+tokenizer endpoint."""
 
 
 def label_variants(word: str) -> set[str]:
@@ -116,33 +118,9 @@ def count(value: object) -> int:
     return int(value) if value == value and value >= 0 and value == int(value) else 0
 
 
-def redact(text: str, secret: str | None) -> str:
-    """A server's error text with the API key, and any bearer token, blanked out."""
-    if secret:
-        text = text.replace(secret, "***")
-    return re.sub(r"(?i)(bearer\s+)\S+", r"\1***", text)
-
-
-class _Stopped(Exception):
-    """A request gave up because another request of its batch failed."""
-
-
-class _Abort(threading.Event):
-    """Set when a request of a batch fails for good; keeps that first error."""
-
-    error: ServerError | None = None
-
-    def fail(self, error: ServerError) -> ServerError:
-        if not self.is_set():
-            self.error = error
-            self.set()
-        return error
-
-
 class CallCache:
-    """Answers already received, in SQLite, keyed by a hash of model, prompt and parameters.
-
-    A rerun of the same search sends no request. Searches running at once share it."""
+    """Answers already received, in SQLite, keyed by a hash of the request and of what the server
+    says about its weights. A rerun of the same search sends no request."""
 
     def __init__(self, path: str | Path) -> None:
         self.lock = threading.Lock()
@@ -165,13 +143,29 @@ class CallCache:
             row = self.db.execute("SELECT top FROM calls WHERE key = ?", (key,)).fetchone()
         return [tuple(p) for p in json.loads(row[0])] if row else None
 
-    def put(self, items: dict[str, list[tuple[str, float]]]) -> None:
-        # one transaction: a killed run leaves all of a batch or none of it
+    def put(self, key: str, top: list[tuple[str, float]]) -> None:
         with self.lock, self.db:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO calls VALUES (?, ?)",
-                [(k, json.dumps(v)) for k, v in items.items()],
-            )
+            self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(top)))
+
+
+def both(first, second) -> None:
+    """Run two calls at once (the first on a new thread); the first error is raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            first()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        second()
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class OpenAIModel:
@@ -179,7 +173,8 @@ class OpenAIModel:
 
     `calls` and `tokens` count requests sent and their prompt tokens as the server reports them;
     `cached_tokens` the prompt tokens the server says it took from its prefix cache;
-    `cache_hits` the answers taken from the call cache instead of the server.
+    `cache_hits` the answers taken from the call cache instead of the server. `parallel` tells
+    the search how many scoring calls may usefully run at once.
     """
 
     def __init__(
@@ -193,122 +188,35 @@ class OpenAIModel:
         retries: int = 6,
         api_key: str | None = None,
         call_cache: str | Path | None = None,
+        token_ids: bool = True,
     ) -> None:
-        try:
-            check_base_url(base_url)
-        except ConfigError as e:
-            raise ServerError(str(e)) from e
-        parts = urlsplit(base_url.rstrip("/"))
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
-        self.path = parts.path or "/v1"  # a bare host means the usual /v1 prefix
-        self.netloc = parts.netloc
-        self.url = f"{parts.scheme}://{parts.netloc}{self.path}"
+        self.client = Client(base_url, api_key, timeout, retries)
+        self.url = self.client.url
         self.fmt = fmt or PromptFormat()
         self.k = top_logprobs
-        self.timeout, self.retries = timeout, retries
-        self._headers = {"Content-Type": "application/json"}
-        self._secret = api_key
-        if api_key:
-            self._headers["Authorization"] = f"Bearer {api_key}"
-        self._local = threading.local()
-        self.concurrency = max(1, concurrency)
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="icm-http")
-        self._lock = threading.Lock()
+        self.concurrency = self.parallel = max(1, concurrency)
         self.variants = [label_variants(w) for w in self.fmt.label_words]
         self.cache = CallCache(call_cache) if call_cache else None
         self.calls = self.tokens = self.cached_tokens = self.cache_hits = 0
-        self._counts: dict[str, int] = {}
-        self._tokenize: str | None = ""  # the endpoint's path prefix; "" not yet probed
+        self._lock = threading.Lock()
+        self._memo: OrderedDict[Prompt, list[tuple[str, float]]] = OrderedDict()
+        self._ids: dict[tuple[str, bool], list[int]] = {}
+        self._tokenizer: bool | None = None if token_ids else False  # None: not probed yet
+        self._pieces: dict[tuple[str, int], Prompt] = {}
+        self._checked = False
+        self._warmed: OrderedDict[Prompt, None] = OrderedDict()
         self.model, self.max_context, self.identity = self._served_model(model)
 
-    # -- HTTP ---------------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        """One keep-alive connection per worker thread."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            cls = (
-                http.client.HTTPSConnection
-                if self.scheme == "https"
-                else http.client.HTTPConnection
-            )
-            conn = self._local.conn = cls(self.host, self.port, timeout=self.timeout)
-        return conn
+    def describe(self) -> str:
+        tokens = "token ids" if self._tokenizer else "text"
+        return f"{self.url}, {self.concurrency} stream(s) per search, prompts as {tokens}"
 
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _call(
-        self,
-        method: str,
-        endpoint: str,
-        payload: dict | None,
-        abort: _Abort,
-        prefix: str | None = None,
-    ) -> dict:
-        """One request to `prefix + endpoint` (prefix: the base URL's path, e.g. /v1) with
-        retries (exponential backoff with jitter, or the server's Retry-After) on 429, 5xx,
-        timeouts and connection errors; any other failure, or the last retry's, is a one-line
-        ServerError. Once a request of the batch has failed for good (`abort`), the others stop
-        retrying."""
-        path = (self.path if prefix is None else prefix) + endpoint
-        url = f"{self.scheme}://{self.netloc}{path}"
-        body = json.dumps(payload).encode() if payload is not None else None
-        why, wait = "", 0.0
-        for attempt in range(self.retries + 1):
-            if attempt:
-                backoff = min(MAX_DELAY, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
-                if abort.wait(max(backoff, wait)):
-                    raise _Stopped()
-            try:
-                conn = self._connection()
-                conn.request(method, path, body=body, headers=self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out
-                self._drop_connection()
-                why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                continue
-            if resp.status == 200:
-                try:
-                    body = files.loads(data.decode("utf-8"))
-                except (ValueError, UnicodeDecodeError) as e:  # NaN too: not JSON
-                    why = f"an answer that is not strict JSON ({e}): {data[:120]!r}"
-                    continue
-                if isinstance(body, dict):
-                    return body
-                why = f"an answer that is not a JSON object: {data[:120]!r}"
-                continue
-            why = f"HTTP {resp.status}: {redact(_error_text(data), self._secret)}"
-            if resp.status in RETRY_STATUS:
-                after = resp.getheader("Retry-After", "")
-                wait = min(MAX_DELAY, float(after)) if after.replace(".", "", 1).isdigit() else 0.0
-                continue
-            if resp.status in (401, 403):
-                why += f" (set the API key in ${API_KEY_VARS[0]} or ${API_KEY_VARS[1]})"
-            if resp.status == 400 and "context" in why.lower():
-                raise abort.fail(
-                    ContextLengthError(
-                        f"{url}: {why}: use fewer examples per batch or a longer server context"
-                    )
-                )
-            raise abort.fail(ServerError(f"{url}: {why}", status=resp.status))
-        why = redact(why, self._secret)
-        raise abort.fail(
-            ServerError(
-                f"{url}: no usable answer after {self.retries + 1} attempts ({why}); a run keeps "
-                "its last complete iteration: start the server again and continue with "
-                "`icm run --resume`"
-            )
-        )
-
+    # -- the server ----------------------------------------------------------------------------
     def _served_model(self, name: str) -> tuple[str, int | None, dict]:
         """The model's name (when none was given: the server's only model), the context length
         the server reports for it, and what it says about the weights (a resume and the call
         cache compare it); an unreachable server fails here, early."""
-        body = self._call("GET", "/models", None, _Abort())
+        body = self.client.call("GET", "/models")
         listed = body.get("data")
         listed = listed if isinstance(listed, list) else []
         models = {
@@ -333,146 +241,246 @@ class OpenAIModel:
         weights |= {k: v for k, v in meta.items() if "ctx" not in k and isinstance(v, int | str)}
         return name, ctx, {"backend": "openai", "model": name, **weights}
 
-    # -- tokens -------------------------------------------------------------------------------
-    def _count(self, text: str, prefix: str) -> int:
-        """Tokens of `text` by the server's tokenizer, without special tokens. vLLM reads
-        `prompt` and `add_special_tokens` and answers `count`; llama.cpp reads `content` (and
-        adds no special tokens unless asked) and answers `tokens`."""
-        payload = {"model": self.model, "prompt": text, "content": text}
-        body = self._call(
-            "POST", "/tokenize", {**payload, "add_special_tokens": False}, _Abort(), prefix
-        )
-        count = body.get("count")
-        return int(count) if count is not None else len(body["tokens"])
+    # -- tokens --------------------------------------------------------------------------------
+    def _tokenize(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of `text` by the server's tokenizer (its `/tokenize`, beside `/v1`, as vLLM,
+        SGLang and llama.cpp serve it), memoised. vLLM reads `prompt` and `add_special_tokens`,
+        llama.cpp `content` and `add_special`: both are sent."""
+        key = (text, special)
+        if key not in self._ids:
+            payload = {"model": self.model, "prompt": text, "content": text}
+            payload |= {"add_special_tokens": special, "add_special": special}
+            body = self.client.call("POST", "/tokenize", payload, root=True)
+            ids = body.get("tokens")
+            if not (isinstance(ids, list) and all(type(t) is int for t in ids)):
+                raise ServerError(f"{self.url}: /tokenize answered without token ids")
+            self._ids[key] = ids
+        return self._ids[key]
+
+    def has_tokenizer(self) -> bool:
+        """Whether the server tokenises for us (probed once: a missing endpoint is no error)."""
+        if self._tokenizer is None:
+            try:
+                self._tokenize("icm")
+                self._tokenizer = True
+            except ServerError as e:
+                if e.status in (401, 403) or e.status is None and "no usable answer" in str(e):
+                    raise  # a key or a connection problem, not a missing endpoint
+                self._tokenizer = False
+        return self._tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
-        """Tokens of each text by the server's own tokenizer (its `/tokenize` endpoint, beside
-        `/v1` or under it), memoised; None when the server has no such endpoint."""
-        if self._tokenize == "":  # probe once: which path answers, if any
-            self._tokenize = None
-            for prefix in ("", self.path):
-                try:
-                    self._count("icm", prefix)
-                except ServerError as e:
-                    if e.status in (401, 403) or e.status is None:
-                        raise  # a key or a connection problem, not a missing endpoint
-                    continue
-                except (KeyError, TypeError, ValueError):
-                    continue  # an answer in a layout we do not know: the same as none
-                self._tokenize = prefix
-                break
-        if self._tokenize is None:
+        """Tokens of each text by the server's own tokenizer; None when it has no endpoint."""
+        if not self.has_tokenizer():
             return None
-        prefix = self._tokenize
-        todo = list(dict.fromkeys(t for t in texts if t not in self._counts))
-        if todo:
-            try:
-                counts = list(self._pool.map(lambda t: self._count(t, prefix), todo))
-            except (KeyError, TypeError, ValueError) as e:
-                raise ServerError(f"{self.url}: unreadable /tokenize answer ({e})") from e
-            self._counts.update(zip(todo, counts, strict=True))
-        return [self._counts[t] for t in texts]
+        return [len(self._tokenize(t)) for t in texts]
 
-    # -- scoring ------------------------------------------------------------------------------
-    def _request(self, prompt: str) -> dict:
+    def _followed(self, text: str) -> list[int]:
+        """Ids of `text` as they come out when more text follows it (a BPE tokenizer splits
+        trailing white space by what comes next): tokenised with a probe letter after it, which
+        is then dropped."""
+        if not text:
+            return []
+        ids = self._tokenize(text + PROBE)
+        try:
+            payload = {"model": self.model, "tokens": ids[-1:]}
+            last = self.client.call("POST", "/detokenize", payload, root=True)
+        except ServerError:
+            last = {}  # no /detokenize: the joined-prompt check in `_start` has the last word
+        if str(last.get("content") or last.get("prompt") or "").strip() == PROBE:
+            return ids[:-1]
+        return self._tokenize(text)
+
+    def _piece(self, text: str, label: int) -> Prompt:
+        """A demonstration (label 0/1), the bare query (label -1), or the format's prefix
+        (label -2, with the BOS token the tokenizer adds), as ids or as text."""
+        key = (text, label)
+        if key not in self._pieces:
+            if not self._tokenizer:
+                piece: Prompt = (self.fmt.demo(text, label) if label >= 0 else text,)
+            elif label == -2:
+                special = self._tokenize("a", special=True)
+                bos = special[:1] if len(special) > len(self._tokenize("a")) else []
+                piece = tuple(bos + self._followed(text))
+            elif label == -1:
+                piece = tuple(self._tokenize(text))
+            else:
+                piece = tuple(self._followed(self.fmt.demo(text, label)))
+            self._pieces[key] = piece
+        return self._pieces[key]
+
+    def _start(self, query: str, demo: str | None = None, label: int = 1) -> None:
+        """Decide between token ids and text before the first prompt with a demonstration goes
+        out: ids only when the pieces joined give exactly the tokens of the whole text."""
+        if not self.has_tokenizer() or self._checked or demo is None:
+            return
+        self._checked = True
+        whole = self.fmt.prefix + self.fmt.demo(demo, label) + query
+        joined = self._join(
+            [self._piece(self.fmt.prefix, -2), self._piece(demo, label), self._piece(query, -1)]
+        )
+        if list(joined) != self._tokenize(whole, special=True):
+            warnings.warn(
+                f"{self.url}: the server's tokenizer splits joined prompts differently from their "
+                "pieces: prompts go as text",
+                stacklevel=3,
+            )
+            self._tokenizer = False
+            self._pieces.clear()
+
+    # -- requests ------------------------------------------------------------------------------
+    def _request(self, prompt: Prompt, scored: bool = True) -> dict:
+        text = isinstance(prompt[0], str) if prompt else False
         return {
             "model": self.model,
-            "prompt": prompt,
+            "prompt": prompt[0] if text else list(prompt),
             "max_tokens": 1,
-            "logprobs": self.k,
+            "logprobs": self.k if scored else 1,
             "temperature": 0,
         }
 
-    def _score(self, prompts: list[str]) -> np.ndarray:
-        """Label log-probs of each prompt.
+    def _send(self, prompt: Prompt, abort: Abort, used: list, scored: bool = True) -> dict:
+        body = self.client.call("POST", "/completions", self._request(prompt, scored), abort)
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        details = usage.get("prompt_tokens_details")
+        details = details if isinstance(details, dict) else {}
+        used.append((count(usage.get("prompt_tokens")), count(details.get("cached_tokens"))))
+        return body
 
-        The prompts are cut into `concurrency` contiguous runs, one per stream of requests; a
-        stream sends its run in order, each request after the previous one is answered. In the
-        leave-one-out order a run is a subtree whose prompts share long prefixes, so each
-        request finds the prefix of the one before in the server's cache (llama.cpp keeps a
-        cache per slot, vLLM and SGLang one for all), which prompts handed out round-robin to
-        parallel requests would not.
-        """
-        tops: list[list[tuple[str, float]] | None] = [None] * len(prompts)
-        keys = (
-            [CallCache.key(self._request(p), self.identity) for p in prompts] if self.cache else []
-        )
-        if self.cache:
-            for i, key in enumerate(keys):
-                tops[i] = self.cache.get(key)
+    def _ask(self, prompt: Prompt, abort: Abort, used: list) -> list[tuple[str, float]]:
+        """The top log-probs after `prompt`: from the memo, the call cache, or the server."""
+        with self._lock:
+            top = self._memo.get(prompt)
+            if top is not None:
+                self._memo.move_to_end(prompt)
+                return top
+        key = CallCache.key(self._request(prompt), self.identity) if self.cache else ""
+        top = self.cache.get(key) if self.cache else None
+        if top is not None:
             with self._lock:
-                self.cache_hits += sum(t is not None for t in tops)
-        todo = [i for i, t in enumerate(tops) if t is None]
-        abort = _Abort()
-        used: list[tuple[int, int]] = []  # (prompt tokens, cached) of each answered request
+                self.cache_hits += 1
+        else:
+            try:
+                top = top_logprobs(self._send(prompt, abort, used))
+            except ServerError as e:
+                raise abort.fail(e) from e
+            if self.cache:
+                self.cache.put(key, top)
+        with self._lock:
+            self._memo[prompt] = top
+            if len(self._memo) > MEMO:
+                self._memo.popitem(last=False)
+        return top
 
-        def stream(run: list[int]) -> None:
-            for i in run:
-                body = self._call("POST", "/completions", self._request(prompts[i]), abort)
-                usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-                details = usage.get("prompt_tokens_details")
-                details = details if isinstance(details, dict) else {}
-                used.append(
-                    (count(usage.get("prompt_tokens")), count(details.get("cached_tokens")))
-                )
-                try:
-                    tops[i] = top_logprobs(body)
-                except ServerError as e:
-                    raise abort.fail(e) from e
+    def _warm(self, context: Prompt, abort: Abort, used: list) -> None:
+        """Have the server compute `context` once, before several streams extend it. The label
+        word goes after it (it never follows a context in a scored prompt), so the request is
+        never a prompt the server has fully cached, whose last token it would compute again."""
+        with self._lock:
+            if len(context) < 2 or context in self._warmed:
+                return
+            self._warmed[context] = None
+            if len(self._warmed) > MEMO:
+                self._warmed.popitem(last=False)
+        word = self.fmt.label_words[1]
+        tail = tuple(self._tokenize(word)) if self._tokenizer else (word,)
+        self._send(self._join([context, tail]), abort, used, scored=False)
 
-        n = min(self.concurrency, len(todo))
-        runs = [todo[k * len(todo) // n : (k + 1) * len(todo) // n] for k in range(n)]
-        futures = [self._pool.submit(stream, run) for run in runs]
+    @staticmethod
+    def _join(parts: Sequence[Prompt]) -> Prompt:
+        if parts and parts[0] and isinstance(parts[0][0], str):
+            return ("".join(p[0] for p in parts if p),)
+        return tuple(t for p in parts for t in p)
+
+    def _run(self, work, abort: Abort, used: list) -> None:
+        """Run `work(abort, used)`; charge what the server did, and report the request that
+        failed first rather than the others it stopped."""
         try:
-            for fut in futures:
-                fut.result()
-        except BaseException as e:
-            abort.set()
-            for fut in futures:
-                fut.cancel()
-            if isinstance(e, _Stopped) and abort.error:  # report the request that failed first
+            work()
+        except Stopped:
+            if abort.error:
                 raise abort.error from None
             raise
         finally:
             charge(self, len(used), sum(t for t, _ in used), sum(c for _, c in used))
-            if self.cache:  # what was answered stays answered, even when the batch failed
-                self.cache.put({keys[i]: tops[i] for i in todo if tops[i] is not None})
-        out = np.zeros((len(prompts), 2))
-        for i, top in enumerate(tops):
-            assert top is not None
-            out[i] = label_logprobs(top, self.variants, self.k)
-        return out
 
-    def _context(self, demos: Sequence[str], labels: Sequence[int], order: Sequence[int]) -> str:
-        return self.fmt.prefix + "".join(self.fmt.demo(demos[j], labels[j]) for j in order)
+    def loo_prompts(self, prompts: Sequence[str], labels: Sequence[int]) -> list[Prompt]:
+        """Leave-one-out prompt i as sent: the prefix, the other demonstrations in
+        `loo_orders(n)[i]` order, then prompt i (token ids, or a 1-tuple of text)."""
+        if len(prompts) > 1:
+            self._start(prompts[0], prompts[1], labels[1])
+        prefix = self._piece(self.fmt.prefix, -2)
+        demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
+        return [
+            self._join([prefix, *(demo[j] for j in order), self._piece(prompts[i], -1)])
+            for i, order in enumerate(loo_orders(len(prompts)))
+        ]
 
-    def loo_prompts(self, prompts: Sequence[str], labels: Sequence[int]) -> list[str]:
-        """Prompt i: the prefix, the other demonstrations in `loo_orders(n)[i]` order, prompt i.
-
-        Exactly the text the local backend's naive scorer tokenises."""
-        orders = loo_orders(len(prompts))
-        return [self._context(prompts, labels, o) + prompts[i] for i, o in enumerate(orders)]
-
+    # -- LabelModel ----------------------------------------------------------------------------
     def loo_logprobs(self, prompts: Sequence[str], labels: Sequence[int]) -> np.ndarray:
-        return self._score(self.loo_prompts(prompts, labels))
+        n = len(prompts)
+        out = np.zeros((n, 2))
+        if n == 0:
+            return out
+        if n > 1:
+            self._start(prompts[0], prompts[1], labels[1])
+        demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
+        query = [self._piece(p, -1) for p in prompts]
+        abort, used = Abort(), []
+
+        def tree(lo: int, hi: int, context: Prompt, streams: int) -> None:
+            # The loo_orders tree: items lo..hi-1 after `context`; each half after the other.
+            if hi - lo == 1:
+                top = self._ask(self._join([context, query[lo]]), abort, used)
+                out[lo] = label_logprobs(top, self.variants, self.k)
+                return
+            mid = (lo + hi) // 2
+            left = self._join([context, *demo[mid:hi]])
+            right = self._join([context, *demo[lo:mid]])
+            if streams < 2:
+                tree(lo, mid, left, 1)
+                tree(mid, hi, right, 1)
+                return
+            self._warm(context, abort, used)
+            half = streams // 2
+            both(lambda: tree(lo, mid, left, half), lambda: tree(mid, hi, right, streams - half))
+
+        prefix = self._piece(self.fmt.prefix, -2)
+        self._run(lambda: tree(0, n, prefix, self.concurrency), abort, used)
+        return out
 
     def query_logprobs(
         self, demos: Sequence[str], labels: Sequence[int], queries: Sequence[str]
     ) -> np.ndarray:
-        context = self._context(demos, labels, range(len(demos)))
-        return self._score([context + q for q in queries])
+        out = np.zeros((len(queries), 2))
+        if not len(queries):
+            return out
+        if len(demos):
+            self._start(queries[0], demos[0], labels[0])
+        context = self._join(
+            [self._piece(self.fmt.prefix, -2)]
+            + [self._piece(p, y) for p, y in zip(demos, labels, strict=True)]
+        )
+        abort, used = Abort(), []
+
+        def span(lo: int, hi: int, streams: int) -> None:
+            if streams < 2 or hi - lo == 1:
+                for i in range(lo, hi):
+                    top = self._ask(self._join([context, self._piece(queries[i], -1)]), abort, used)
+                    out[i] = label_logprobs(top, self.variants, self.k)
+                return
+            mid = (lo + hi) // 2
+            half = streams // 2
+            both(lambda: span(lo, mid, half), lambda: span(mid, hi, streams - half))
+
+        def work() -> None:
+            if self.concurrency > 1 and len(queries) > 1:
+                self._warm(context, abort, used)
+            span(0, len(queries), self.concurrency)
+
+        self._run(work, abort, used)
+        return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         if self.cache:
             self.cache.db.close()
-
-
-def _error_text(data: bytes) -> str:
-    """The server's error message on one line (OpenAI layout `{"error": {"message"}}` or text)."""
-    try:
-        err = json.loads(data).get("error", {})
-        msg = err.get("message", err) if isinstance(err, dict) else err
-    except (json.JSONDecodeError, AttributeError):
-        msg = data.decode("utf-8", "replace")
-    return " ".join(str(msg).split())[:300] or "(empty body)"

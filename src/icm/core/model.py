@@ -7,12 +7,14 @@ Log-probabilities are normalised over the two labels: row i is `[log P(False), l
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -75,10 +77,10 @@ def charge(model: object, calls: int, tokens: int, cached_tokens: int = 0) -> No
         model.tokens = getattr(model, "tokens", 0) + tokens  # type: ignore[attr-defined]
         cached = getattr(model, "cached_tokens", 0) + cached_tokens
         model.cached_tokens = cached  # type: ignore[attr-defined]
-    for usage in getattr(_meters, "open", ()):
-        usage.calls += calls
-        usage.tokens += tokens
-        usage.cached_tokens += cached_tokens
+        for usage in getattr(_meters, "open", ()):
+            usage.calls += calls
+            usage.tokens += tokens
+            usage.cached_tokens += cached_tokens
 
 
 @contextmanager
@@ -91,3 +93,18 @@ def metered() -> Iterator[Usage]:
         yield usage
     finally:
         stack.remove(usage)
+
+
+def carry_meters(fn: Callable[..., T]) -> Callable[..., T]:
+    """`fn`, charging the meters open in this thread from whichever thread runs it."""
+    meters = list(getattr(_meters, "open", ()))
+
+    def run(*args, **kwargs) -> T:
+        saved = getattr(_meters, "open", [])
+        _meters.open = list(meters)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _meters.open = saved
+
+    return run
