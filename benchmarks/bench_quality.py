@@ -1,21 +1,22 @@
-"""Label quality: many-shot accuracy with ICM labels vs gold labels vs random labels vs zero-shot.
+"""Label quality: does ICM beat cheap baselines on held-out claims, and does confidence mean much?
 
-Each data set is cut into train and test by question (group). ICM labels the train claims without
-gold; every test claim is then scored after the same train claims as demonstrations, labelled by
-ICM, with gold, at random (balanced), or after no demonstrations at all.
+Each data set is cut into train and test claims by question (group). ICM labels the train claims
+without gold (`icm run` defaults unless flags say otherwise); every test claim is then scored after
+the same train claims as demonstrations, labelled by ICM, with gold, by bootstrapped few-shot, at
+random, or after none at all (`icm eval`). Per seed it prints the evaluation table; at the end the
+mean and spread over seeds of each method's held-out accuracy, ICM's agreement with gold, the
+performance gap recovered PGR = (ICM - zero-shot) / (gold - zero-shot), the labelling cost of ICM
+and of bootstrapped few-shot, and the confidence gap: how much more often ICM's label equals gold
+on the more confident half of the train claims than on the less confident half.
 
   demo        the demo concept (`icm demo`): is a sentence a statement or a question
   truthfulqa  a TruthfulQA subset of ../shared/data/truthfulqa/train.json
 
-Prints the ICM options, then per data set the ICM run's numbers and the accuracy table (95%
-bootstrap intervals over questions). The default size takes about 10 minutes on 2 shared CPU cores;
-the flags make it bigger:
+    .venv/bin/python benchmarks/bench_quality.py                  # the demo, 5 seeds
+    .venv/bin/python benchmarks/bench_quality.py --datasets truthfulqa --seeds 1
 
-    .venv/bin/python benchmarks/bench_quality.py
-    .venv/bin/python benchmarks/bench_quality.py --train-questions 32 --test-questions 100 \\
-        --iterations 100 --out runs/quality
-
-The last line of each data set reads: <name> zero-shot=<acc> random=<acc> gold=<acc> icm=<acc>.
+The last line reads:
+demo seeds=5 icm=<acc> gold=<acc> bootstrap=<acc> random=<acc> zero=<acc> pgr=<x> conf_gap=<x>
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-ALPHA = {"demo": 5.0}
-"""The demo's consistency rule only bites when alpha does not swamp it (see icm.demo)."""
 SHARED = Path(os.environ.get("ICM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -45,125 +46,138 @@ def take_groups(rows: list[dict], idx: list[int], n: int) -> list[dict]:
     return [rows[i] for i in idx if rows[i]["consistency_id"] in keep]
 
 
-def split_rows(rows: list[dict], seed: int, n_train: int, n_test: int, source: str):
-    """`n_train` and `n_test` groups from the two halves of a seeded split by group."""
+def demo_rows(args: argparse.Namespace, seed: int) -> tuple[str, list[dict], list[dict]]:
+    from icm.demo import demo_split
+
+    return "demo", *demo_split(args.demo_train, args.demo_test, seed)
+
+
+def truthfulqa_rows(args: argparse.Namespace, seed: int) -> tuple[str, list[dict], list[dict]]:
     from icm.eval import split_groups
     from icm.tasks import get_task
 
-    data = get_task("truthfulqa").build(rows, source)
-    train, test = split_groups(data, n_test / (n_train + n_test), seed)
-    return take_groups(rows, train, n_train), take_groups(rows, test, n_test)
-
-
-Split = tuple[str, list[dict], list[dict]]
-"""The task to read the rows with, the train rows and the test rows."""
-
-
-def demo_rows(args: argparse.Namespace) -> Split | None:
-    from icm.demo import demo_split
-
-    return "demo", *demo_split(args.demo_train, args.demo_test, args.seed)
-
-
-def truthfulqa_rows(args: argparse.Namespace) -> Split | None:
     path = SHARED / "truthfulqa" / "train.json"
-    if not path.exists():
-        print(f"truthfulqa: skipped: {path} is absent\n")
-        return None
     rows = json.loads(path.read_text())
-    split = split_rows(rows, args.seed, args.train_questions, args.test_questions, str(path))
-    return "truthfulqa", *split
+    data = get_task("truthfulqa").build(rows, str(path))
+    n_train, n_test = args.train_questions, args.test_questions
+    train, test = split_groups(data, n_test / (n_train + n_test), seed)
+    return "truthfulqa", take_groups(rows, train, n_train), take_groups(rows, test, n_test)
 
 
-def bench(name: str, task: str, train: list[dict], test: list[dict], work: Path, args) -> None:
+def confidence_gap(rows: list[dict]) -> float:
+    """Agreement with gold of the more confident half minus that of the less confident half."""
+    order = sorted(range(len(rows)), key=lambda i: -rows[i]["icm_confidence"])
+    right = [rows[i]["icm_label"] == bool(rows[i]["label"]) for i in order]
+    half = len(right) // 2
+    return float(np.mean(right[:half]) - np.mean(right[half:]))
+
+
+def one_seed(name: str, seed: int, work: Path, model, args) -> dict:
     from icm import files
     from icm.config import RunConfig
-    from icm.core.search import SearchConfig
     from icm.eval.icl import EvalConfig, evaluate, markdown, write
-    from icm.run import Run, make_model, resolve_task
+    from icm.run import Run
 
-    folder = work / name
+    task, train, test = (demo_rows if name == "demo" else truthfulqa_rows)(args, seed)
+    folder = work / f"{name}-{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     files.write_json(folder / "train.json", train)
     files.write_json(folder / "test.json", test)
-    alpha = args.alpha if args.alpha is not None else ALPHA.get(name, 50.0)
-    search = SearchConfig(score=args.score, alpha=alpha, clock=args.clock)
-    cfg = RunConfig(
-        task=task,
-        data=str(folder / "train.json"),
-        model=args.model,
-        threads=args.threads,
-        iterations=args.iterations,
-        seed=args.seed,
-        search=search,
-    )
+    cfg = RunConfig(task=task, data=str(folder / "train.json"), seed=seed, threads=args.threads)
+    for key in ("iterations", "chains", "score", "alpha"):
+        value = getattr(args, key)
+        if value is not None:
+            target = cfg.search if key in ("score", "alpha") else cfg
+            setattr(target, key, value)
     t0 = time.perf_counter()
-    model = make_model(cfg, resolve_task(cfg.task))
     run = Run.create(cfg, folder / "run", overwrite=True)
     s = run.execute(model)
     t1 = time.perf_counter()
-    ecfg = EvalConfig(
-        test=str(folder / "test.json"),
-        max_demos=args.max_demos,
-        context_tokens=args.context_tokens,
-        seed=args.seed,
-    )
-    result = evaluate(run, ecfg, model)
-    write(result, run.folder)
-    t2 = time.perf_counter()
-    print(f"## {name}")
+    result = evaluate(run.path, EvalConfig(test=str(folder / "test.json"), seed=seed), model)
+    write(result, run.path)
+    rows = files.read_jsonl(run.path / "labels.jsonl")
+    m = result["methods"]
     print(
-        f"ICM on {s['examples']} train claims: {s['iterations']} iterations, "
-        f"{s['accepted']} flips accepted, {s['searched']} searched, labels "
-        f"{s['labels']['true']} True / {s['labels']['false']} False, agreement with gold "
-        f"{s['agreement'] or 0:.3f}, {s['tokens']} tokens, {t1 - t0:.0f} s (model load included)"
+        f"## {name}, seed {seed}: ICM on {s['examples']} train claims ({s['chains']} chain(s), "
+        f"{s['iterations']} iterations, searched {s['searched_share']:.0%}): agreement with "
+        f"gold {s['agreement']:.3f}, {s['model_calls']} calls, {t1 - t0:.0f} s; warnings: "
+        f"{'; '.join(w.split(':')[0] for w in s['warnings']) or 'none'}\n"
     )
-    kept = f" -> {run.folder}" if args.out else ""
-    print(f"eval: {result['tokens']} tokens, {t2 - t1:.0f} s{kept}\n")
-    print(markdown(result))
-    accs = " ".join(f"{k}={v['accuracy']:.3f}" for k, v in result["methods"].items())
-    print(f"{name} {accs}\n", flush=True)
+    print(markdown(result), flush=True)
+    return {
+        "agreement": s["agreement"],
+        **{k: m[k]["accuracy"] for k in ("icm", "gold", "bootstrap", "random", "zero-shot")},
+        "pgr": m["icm"].get("pgr"),
+        "conf_gap": confidence_gap(rows),
+        "icm_cost": m["icm"]["label_cost"],
+        "bootstrap_cost": m["bootstrap"]["label_cost"],
+    }
+
+
+def spread(values: list[float | None]) -> str:
+    xs = [v for v in values if v is not None]
+    if not xs:
+        return "-"
+    return f"{np.mean(xs):.3f} (sd {np.std(xs):.3f}, {min(xs):.3f}-{max(xs):.3f})"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--datasets", default="demo,truthfulqa", help="comma-separated (default: both)")
-    p.add_argument("--train-questions", type=int, default=6, help="TruthfulQA train questions")
-    p.add_argument("--test-questions", type=int, default=12, help="TruthfulQA test questions")
+    p.add_argument("--datasets", default="demo", help="demo and/or truthfulqa (default: demo)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..n-1 (default: 5)")
     p.add_argument("--demo-train", type=int, default=20, help="demo train claims")
     p.add_argument("--demo-test", type=int, default=32, help="demo test claims")
-    p.add_argument("--iterations", type=int, default=24, help="ICM iterations per data set")
-    p.add_argument("--score", default="mean-logodds", help="ICM score (default: mean-logodds)")
-    p.add_argument(
-        "--alpha",
-        type=float,
-        default=None,
-        help="weight of predictability in U (default: 5 demo, 50 truthfulqa)",
-    )
-    p.add_argument("--clock", default="iteration", help="n of the schedule: iteration or accepted")
-    p.add_argument("--max-demos", type=int, default=None, help="cap on demonstrations")
-    p.add_argument("--context-tokens", type=int, default=None, help="prompt-token budget")
+    p.add_argument("--train-questions", type=int, default=6, help="TruthfulQA train questions")
+    p.add_argument("--test-questions", type=int, default=12, help="TruthfulQA test questions")
+    p.add_argument("--iterations", type=int, help="ICM iterations (default: icm run's)")
+    p.add_argument("--chains", type=int, help="ICM chains (default: icm run's)")
+    p.add_argument("--score", help="ICM score (default: icm run's)")
+    p.add_argument("--alpha", type=float, help="ICM alpha (default: icm run's)")
     p.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of split, search and evaluation")
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args(argv)
-    print(
-        f"model={args.model} ICM: score={args.score} alpha={args.alpha or 'per data set'} "
-        f"clock={args.clock} "
-        f"iterations={args.iterations} seed={args.seed} threads={args.threads}; eval: "
-        f"max_demos={args.max_demos} context_tokens={args.context_tokens or 'model context'}\n",
-        flush=True,
-    )
-    sources = {"demo": demo_rows, "truthfulqa": truthfulqa_rows}
+    from icm.backends import make_model
+    from icm.config import RunConfig
+    from icm.tasks import get_task
+
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         work = Path(args.out) if args.out else Path(tmp)
         for name in args.datasets.split(","):
-            if name not in sources:
-                p.error(f"unknown data set {name!r}; choose from {', '.join(sources)}")
-            split = sources[name](args)
-            if split:
-                bench(name, *split, work, args)
+            if name == "truthfulqa" and not (SHARED / "truthfulqa" / "train.json").exists():
+                print(f"truthfulqa: skipped: {SHARED} has no truthfulqa/train.json\n")
+                continue
+            task = get_task("demo" if name == "demo" else "truthfulqa")
+            model = make_model(RunConfig(model=args.model, threads=args.threads), task.fmt)
+            runs = [one_seed(name, seed, work, model, args) for seed in range(args.seeds)]
+
+            def col(key: str, runs: list[dict] = runs) -> list:
+                return [r[key] for r in runs]
+
+            print(f"## {name}: {args.seeds} seeds, mean (sd, range)")
+            for key in ("agreement", "icm", "gold", "bootstrap", "random", "zero-shot", "pgr"):
+                print(f"  {key:10s} {spread(col(key))}")
+            print(f"  conf_gap   {spread(col('conf_gap'))}")
+            icm_calls = np.mean([c["model_calls"] or 0 for c in col("icm_cost")])
+            boot_calls = np.mean([c["model_calls"] for c in col("bootstrap_cost")])
+            icm_tokens = np.mean([c["tokens"] or 0 for c in col("icm_cost")])
+            boot_tokens = np.mean([c["tokens"] for c in col("bootstrap_cost")])
+            print(
+                f"  labelling cost: ICM {icm_calls:.0f} calls / {icm_tokens:.0f} tokens, "
+                f"bootstrapped few-shot {boot_calls:.0f} calls / {boot_tokens:.0f} tokens\n"
+            )
+            mean = {
+                k: np.mean([v for v in col(k) if v is not None] or [np.nan])
+                for k in runs[0]
+                if k not in ("icm_cost", "bootstrap_cost")
+            }
+            print(
+                f"{name} seeds={args.seeds} icm={mean['icm']:.3f} gold={mean['gold']:.3f} "
+                f"bootstrap={mean['bootstrap']:.3f} random={mean['random']:.3f} "
+                f"zero={mean['zero-shot']:.3f} pgr={mean['pgr']:.2f} "
+                f"conf_gap={mean['conf_gap']:.3f}",
+                flush=True,
+            )
     return 0
 
 

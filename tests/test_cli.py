@@ -42,7 +42,7 @@ def test_run_writes_the_run_folder(run16):
     assert set(snapshot) == files
     config = json.loads(snapshot["config.json"])
     assert config["task"] == "truthfulqa" and config["limit"] == 16
-    assert config["search"]["alpha"] == 50
+    assert config["search"]["alpha"] == 5 and config["search"]["score"] == "mean-logodds"
     trace = [json.loads(x) for x in snapshot[chain + "trace.jsonl"].splitlines()]
     assert [r["n"] for r in trace] == [1, 2, 3, 4]
     for r in trace:

@@ -163,6 +163,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         Run.check_new(cfg, args.out, args.overwrite)
         model = prepare(cfg)  # bad input fails before the run folder is created or touched
         run = Run.create(cfg, args.out, overwrite=args.overwrite)
+    describe = getattr(model, "describe", None)
+    if args.progress and callable(describe):
+        print(f"icm: model {run.cfg.model} ({describe()})", file=sys.stderr)
     summary = run.execute(model, progress=_progress(args))
     print_summary(summary, run.path)
     return 0
@@ -205,25 +208,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval.icl import EVAL_PNG, EvalConfig, evaluate, markdown, write
+    from .eval.icl import EvalConfig, evaluate, write
 
     names = {f.name for f in dataclasses.fields(EvalConfig)}
     cfg = EvalConfig(**{k: v for k, v in vars(args).items() if k in names})
     out = Path(args.out or args.run)
-    result = evaluate(args.run, cfg, out=out, overwrite=args.overwrite)
-    written = write(result, out)
+    result = evaluate(args.run, cfg, out=out, overwrite=args.overwrite, note=say)
+    report_eval(result, write(result, out))
+    return 0
+
+
+def say(text: str) -> None:
+    """One line of what a long step is doing, on stderr."""
+    print(f"icm: {text}", file=sys.stderr, flush=True)
+
+
+def report_eval(result: dict, written: list[Path]) -> None:
+    """The evaluation table, where it went, and what a reader could miss in it."""
+    from .eval.icl import EVAL_PNG, markdown, overlap_text
+
     print(markdown(result), end="")
     print("-> " + ", ".join(str(p) for p in written))
+    if result["demos"].get("dropped_overlap"):
+        say(overlap_text(result))
     if not any(p.name == EVAL_PNG for p in written):
-        print("icm: eval.png skipped: matplotlib is missing (pip install 'icm[eval]')")
-    return 0
+        say("eval.png skipped: matplotlib is missing (pip install matplotlib)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
         from .eval.report import write_report
     except ImportError as e:
-        raise IcmError(f"icm report needs matplotlib: pip install 'icm[eval]' ({e})") from e
+        raise IcmError(f"icm report needs matplotlib: pip install matplotlib ({e})") from e
     print(write_report(args.run, args.out, args.overwrite))
     return 0
 

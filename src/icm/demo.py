@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
 
 from . import files
@@ -52,7 +53,7 @@ NOUNS = [
 ADJECTIVES = ["red", "big", "small", "old", "happy", "fast", "green", "quiet", "cold", "bright"]
 ASKING = ("Where is", "What is", "Why is", "How big is", "Who found")
 PLACES = ("here", "outside", "at home", "on the table", "very nice")
-TRAIN, TEST, ITERATIONS, ALPHA = 20, 32, 24, 5.0
+TRAIN, TEST, ITERATIONS = 20, 32, 24
 
 
 def make_demo_rows(n: int, seed: int) -> list[dict]:
@@ -103,7 +104,7 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
         model=model,
         iterations=ITERATIONS,
         seed=seed,
-        search=SearchConfig(score=score, alpha=ALPHA),
+        search=SearchConfig(score=score),
     )
     cfg.check()
     folder.create(cfg, overwrite=True)  # the data inside it is the demo's own, made again
@@ -116,7 +117,7 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
 
 def main(args: argparse.Namespace) -> int:
     from .backends import make_model
-    from .eval.icl import EvalConfig, evaluate, write
+    from .eval.icl import EVAL_PNG, EvalConfig, evaluate, write
     from .progress import Bar
     from .tasks import get_task
 
@@ -129,21 +130,29 @@ def main(args: argparse.Namespace) -> int:
         f"{TEST} held out; model: {cfg.model}; score: {cfg.search.score}"
     )
     summary = run.execute(model=model, progress=Bar() if args.progress else None)
-    result = evaluate(out, EvalConfig(test=str(out / "data" / "test.jsonl")), model=model)
-    write(result, out)
+    for line in summary["warnings"]:
+        print(f"icm: warning: {line}", file=sys.stderr)
+    say = Bar().phase if args.progress else (lambda text: None)
+    test = EvalConfig(test=str(out / "data" / "test.jsonl"))
+    result = evaluate(out, test, model=model, note=lambda text: say("eval: " + text))
+    written = write(result, out)
     m = result["methods"]
     print(f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims")
     print(
         f"held-out accuracy, {result['test_claims']} claims, "
         f"{result['demos']['count']} demonstrations labelled by:"
     )
-    for name in ("zero-shot", "random", "gold", "icm"):
+    for name in m:
         lo, hi = m[name]["ci95"]
-        print(f"  {m[name]['title']:14s} {m[name]['accuracy']:6.1%}   (95% CI {lo:.0%}-{hi:.0%})")
+        print(f"  {m[name]['title']:22s} {m[name]['accuracy']:6.1%}   (95% CI {lo:.0%}-{hi:.0%})")
+    if m["icm"].get("pgr") is not None:
+        print(f"ICM recovers {m['icm']['pgr']:.0%} of the gap from zero-shot to gold labels (PGR)")
     if m["gold"]["accuracy"] <= 0.6:
         print(
             "note: gold-labelled demonstrations barely beat chance in this run, so the model "
             "holds little of the concept for ICM to elicit; try a larger --model."
         )
+    if not any(p.name == EVAL_PNG for p in written):
+        print("icm: eval.png skipped: matplotlib is missing (pip install matplotlib)")
     print(f"-> {out}/labels.jsonl and {out}/eval.md; `icm report {out}` draws the search")
     return 0

@@ -135,7 +135,10 @@ def read_fixed(path: str | None, task: Task, data: Dataset) -> dict[int, int]:
         y = parse_label(None if given == "" else given, path, r, "human_label")
         if y is None:
             continue
-        built = task.build([{k: v for k, v in row.items() if k != task.label}], path, [r])
+        claim = {k: v for k, v in row.items() if k != task.label}
+        if task.group:
+            claim.setdefault(task.group, None)  # the group only tells repeated claims apart
+        built = task.build([claim], path, [r])
         ex = built.examples[0]
         hits = where.get(ex.prompt, [])
         if len(hits) > 1:
@@ -217,6 +220,12 @@ class Job:
     seed: list[int]
     fixed: dict[int, int]
     batches: int = 1
+    chains: int = 1
+
+    @property
+    def name(self) -> str:
+        batch = f"batch {self.batch + 1}/{self.batches}" if self.batches > 1 else "the batch"
+        return batch + (f", chain {self.chain + 1}/{self.chains}" if self.chains > 1 else "")
 
 
 def read_state(job: Job) -> tuple[State, dict] | None:
@@ -294,6 +303,7 @@ def search_job(
             progress.step(
                 {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
             )
+        progress.phase(f"{job.name}: final labels and log-odds of {len(data)} claims")
         final = finish(search, state, data, counters)
     files.write_json(final_path, final)
     return final
@@ -515,6 +525,7 @@ class Run:
                     [cfg.seed, b, c],
                     local[b],
                     len(parts),
+                    cfg.chains,
                 )
                 for c in range(cfg.chains)
             ]
@@ -539,6 +550,8 @@ class Run:
                 cons = constraints(task.rule, sub.examples)
                 chains = [finals[b, c] for c in range(cfg.chains)]
                 rows, summary = combine(chains, sub, cons, local[b])
+                where = f"batch {b + 1}/{len(parts)}" if len(parts) > 1 else "the batch"
+                progress.phase(f"{where}: the model's zero-shot labels, to compare")
                 summary["zero_shot_true"] = zero_shot_true(models.model_for(b), sub)
                 results.append((rows, summary))
                 if models.sequential and b + 1 < len(parts):

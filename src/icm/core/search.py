@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .consistency import Constraint, constraints, violations
 from .data import Example
-from .model import LabelModel
+from .model import LabelModel, carry_meters
 from .score import SCORES, predictability, utility
 
 CLOCKS = ("iteration", "accepted")
@@ -26,7 +27,8 @@ class SearchConfig:
     """The constants of Algorithms 1 and 2. Field metadata: the CLI help and the allowed range."""
 
     alpha: float = field(
-        default=50.0, metadata={"help": "weight of mutual predictability in U", "above": 0}
+        default=5.0,
+        metadata={"help": "weight of mutual predictability in U (the paper: 50)", "above": 0},
     )
     t0: float = field(default=10.0, metadata={"help": "initial temperature T0", "above": 0})
     tmin: float = field(default=0.01, metadata={"help": "final temperature Tmin", "above": 0})
@@ -47,8 +49,12 @@ class SearchConfig:
         },
     )
     score: str = field(
-        default="sum-logprob",
-        metadata={"help": "sum-logprob (paper) or mean-logodds (official code)", "choices": SCORES},
+        default="mean-logodds",
+        metadata={
+            "help": "mean-logodds (official code; keeps the labelled set growing) or "
+            "sum-logprob (the paper's formula)",
+            "choices": SCORES,
+        },
     )
     clock: str = field(
         default="iteration",
@@ -135,20 +141,27 @@ class Search:
         self.rng = np.random.default_rng()
 
     # -- U(D) ---------------------------------------------------------------------------------
-    def evaluate(self, labels: Sequence[int]) -> Evaluation:
-        """U of a labelling; a labelling already scored is not scored again."""
+    @staticmethod
+    def _key(labels: Sequence[int]) -> tuple:
+        return tuple((i, y) for i, y in enumerate(labels) if y >= 0)
+
+    def _terms(self, labels: Sequence[int]) -> np.ndarray:
         idx = [i for i, y in enumerate(labels) if y >= 0]
-        key = tuple((i, labels[i]) for i in idx)
+        if not idx:
+            return np.zeros((0, 2))
+        return self.model.loo_logprobs(
+            [self.examples[i].prompt for i in idx], [labels[i] for i in idx]
+        )
+
+    def evaluate(self, labels: Sequence[int], terms: np.ndarray | None = None) -> Evaluation:
+        """U of a labelling; a labelling already scored is not scored again."""
+        key = self._key(labels)
         hit = self._memo.get(key)
         if hit is not None:
             self._memo.move_to_end(key)
             return hit
-        ys = [labels[i] for i in idx]
-        terms = (
-            self.model.loo_logprobs([self.examples[i].prompt for i in idx], ys)
-            if idx
-            else np.zeros((0, 2))
-        )
+        ys = [y for y in labels if y >= 0]
+        terms = self._terms(labels) if terms is None else terms
         p = predictability(terms, ys, self.cfg.score)
         bad = len(violations(self.cons, labels))
         ev = Evaluation(utility(p, bad, self.cfg.alpha), p, bad, terms)
@@ -156,6 +169,21 @@ class Search:
         if len(self._memo) > self.cfg.memo_size:
             self._memo.popitem(last=False)
         return ev
+
+    def evaluate_all(self, candidates: Sequence[Sequence[int]]) -> list[Evaluation]:
+        """U of several labellings. Those not scored yet are scored at once when the model can
+        take several calls at once (its optional `parallel`, e.g. a server's streams): the
+        result is the same as one after the other."""
+        todo = list(
+            {self._key(c): c for c in candidates if self._key(c) not in self._memo}.values()
+        )
+        parallel = getattr(self.model, "parallel", 1)
+        if parallel > 1 and len(todo) > 1:
+            with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
+                terms = list(pool.map(carry_meters(self._terms), todo))
+            for cand, t in zip(todo, terms, strict=True):
+                self.evaluate(cand, t)
+        return [self.evaluate(c) for c in candidates]
 
     def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
         """[log P(False), log P(True)] of example `index` given every other labelled example."""
@@ -177,12 +205,14 @@ class Search:
                 break
             c = bad[int(self.rng.integers(len(bad)))]
             best, best_ev = None, current
+            cands = []
             for a, b in c.allowed:
                 if self.fixed.get(c.i, a) != a or self.fixed.get(c.j, b) != b:
                     continue  # a person's label stays
                 cand = list(labels)
                 cand[c.i], cand[c.j] = a, b
-                ev = self.evaluate(cand)
+                cands.append(cand)
+            for cand, ev in zip(cands, self.evaluate_all(cands), strict=True):
                 if ev.utility > best_ev.utility:
                     best, best_ev = cand, ev
             if best is not None:

@@ -7,11 +7,11 @@ global state are involved.
 from __future__ import annotations
 
 import io
-import math
 import textwrap
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 COLORS = {
     "zero-shot": "#9e9e9e",
@@ -64,7 +64,7 @@ def eval_chart(result: dict) -> bytes:
     return png(fig)
 
 
-def trace_chart(batches: list[list[dict]]) -> bytes:
+def trace_chart(batches: dict[str, list[dict]]) -> bytes:
     """U (with rejected proposals), T, inconsistencies, labelled set and gold agreement against
     iteration; one line per batch."""
     fig = Figure(figsize=(10, 6))
@@ -77,9 +77,9 @@ def trace_chart(batches: list[list[dict]]) -> bytes:
         ("agreement", "labelled set: agreement with gold"),
     ]
     many = len(batches) > 1
-    for b, rows in enumerate(batches):
+    for name, rows in batches.items():
         n = [r["n"] for r in rows]
-        label = f"batch {b + 1}" if many else None
+        label = f"search {name}" if many else None
         for ax, (key, _) in zip(axes, panels, strict=False):
             ys = [r.get(key) for r in rows]
             pts = [(x, y) for x, y in zip(n, ys, strict=True) if y is not None]
@@ -88,7 +88,7 @@ def trace_chart(batches: list[list[dict]]) -> bytes:
         rej = [
             (r["n"], r["U"] + r["delta"])
             for r in rows
-            if not r.get("accepted") and not r.get("skipped") and math.isfinite(r["delta"])
+            if not r.get("accepted") and not r.get("skipped") and r.get("delta") is not None
         ]
         if rej:
             axes[0].scatter(*zip(*rej, strict=True), marker="x", s=14, color="#c0392b")
@@ -98,6 +98,9 @@ def trace_chart(batches: list[list[dict]]) -> bytes:
     for ax, (_, title) in zip(axes, panels, strict=False):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for k in (2, 3):  # counts: whole numbers only
+        axes[k].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[4].set_ylim(-0.05, 1.05)
     if many:
         axes[0].legend(fontsize=7)
@@ -119,7 +122,8 @@ def balance_chart(true: int, false: int, searched_true: int, searched_false: int
     ax.invert_yaxis()
     ax.set_xlim(0, max(1, (true + false) * 1.3))
     ax.set_xlabel("examples")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, frameon=False)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return png(fig)

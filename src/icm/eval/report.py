@@ -15,7 +15,7 @@ from .. import files
 from ..errors import IcmError
 from ..run import load_data
 from ..runfolder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
-from .icl import EVAL_JSON, markdown
+from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
 from .plots import balance_chart, eval_chart, trace_chart
 
 REPORT = "report.html"
@@ -38,6 +38,8 @@ tr.yes td:first-child { border-left: 3px solid #27ae60; }
 tr.no td:first-child { border-left: 3px solid #c0392b; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 .claim { max-width: 420px; color: #444; }
+.warn { border: 1px solid #e0a526; background: #fff8e6; border-radius: 6px; padding: 8px 14px; }
+.warn ul { margin: 0.3em 0 0 0; }
 """
 
 
@@ -67,10 +69,21 @@ def _td(x: object, num: bool = False) -> str:
     return f'<td class="num">{_num(x)}</td>' if num else f"<td>{escape(str(x))}</td>"
 
 
-def _traces(folder: Path) -> list[list[dict]]:
-    """The trace of each search (batch by batch, chain by chain)."""
-    paths = sorted((folder / BATCHES).glob(f"[0-9]*/chain-*/{TRACE}"))
-    return [files.read_jsonl(p, torn_tail=True) for p in paths]
+def _traces(folder: Path) -> dict[str, list[dict]]:
+    """The trace of each search, batch by batch, chain by chain, named "1" or "1.2"
+    (batch 1, chain 2) when there is more than one."""
+    paths = sorted(
+        (folder / BATCHES).glob(f"[0-9]*/chain-*/{TRACE}"),
+        key=lambda p: (p.parent.parent.name, int(p.parent.name.removeprefix("chain-"))),
+    )
+    chains = {p.parent.name for p in paths}
+    out = {}
+    for p in paths:
+        name = str(int(p.parent.parent.name) + 1)
+        if len(chains) > 1:
+            name += "." + str(int(p.parent.name.removeprefix("chain-")) + 1)
+        out[name] = files.read_jsonl(p, torn_tail=True)
+    return out
 
 
 def _read_json(path: Path) -> dict | None:
@@ -109,7 +122,7 @@ def render(folder: str | Path) -> str:
     traces = _traces(folder)
     result = _read_json(folder / EVAL_JSON)
     labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
-    last = traces[-1][-1] if traces and traces[-1] else {}
+    last = list(traces.values())[-1][-1] if traces and list(traces.values())[-1] else {}
 
     parts = [
         f"<h1>ICM run {escape(folder.name)}</h1>",
@@ -125,7 +138,7 @@ def render(folder: str | Path) -> str:
             ("U", summary.get("utility")),
             ("inconsistencies", summary.get("inconsistencies")),
             ("examples", summary.get("examples")),
-            ("searched", summary.get("searched")),
+            ("searched", f"{summary.get('searched_share', 0):.0%}"),
             ("True / False", f"{summary['labels']['true']} / {summary['labels']['false']}"),
             ("agreement with gold", agree),
             ("iterations", summary.get("iterations")),
@@ -134,6 +147,10 @@ def render(folder: str | Path) -> str:
             ("tokens", summary.get("tokens")),
             ("seconds", summary.get("seconds")),
         ]
+        if summary.get("chains", 1) > 1:
+            cards.insert(4, ("chain agreement", f"{summary['chain_agreement']:.0%}"))
+        if summary.get("cached_tokens"):
+            cards.append(("tokens from the server's cache", f"{summary['cached_share']:.0%}"))
     else:
         cards = [
             ("U", last.get("U")),
@@ -142,6 +159,9 @@ def render(folder: str | Path) -> str:
             ("iterations", last.get("n")),
             ("agreement with gold", last.get("agreement")),
         ]
+    if summary and summary.get("warnings"):
+        items = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
+        parts.append(f'<div class="warn"><b>Before trusting these labels</b><ul>{items}</ul></div>')
     parts.append('<h2>Summary</h2><div class="cards">')
     for name, value in cards:
         digits = {"U": 2, "seconds": 1}.get(name, 3)
@@ -149,7 +169,7 @@ def render(folder: str | Path) -> str:
         parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
     parts.append("</div>")
     # -- trace plots
-    if any(traces):
+    if any(traces.values()):
         parts.append("<h2>Search</h2>")
         parts.append(_img(trace_chart(traces), "U, T, inconsistencies and agreement"))
     # -- label balance
@@ -169,7 +189,7 @@ def render(folder: str | Path) -> str:
         parts.append(_eval_table(result))
         parts.append(_img(eval_chart(result), "test accuracy by demonstration labels"))
     # -- flips
-    if any(traces):
+    if any(traces.values()):
         parts.append(_flips(traces, _claims(cfg)))
     # -- config
     flat = {k: v for k, v in cfg.to_json().items() if k != "search"}
@@ -195,25 +215,31 @@ def _eval_table(result: dict) -> str:
                 _td(m["title"]),
                 _td(f"{100 * m['accuracy']:.1f}", True),
                 _td(f"{100 * lo:.1f} - {100 * hi:.1f}"),
+                _td(pgr_text(m)),
                 _td(f"{m['correct']} / {m['n']}", True),
                 _td(f"{m['demos']} ({m['demo_true']} True)", True),
-                _td(m["predicted_true"], True),
                 _td("-" if m["auc"] is None else f"{m['auc']:.2f}", True),
+                _td(cost_text(m.get("label_cost")), True),
+                _td(cost_text(m.get("eval_cost")), True),
             ]
         )
-    head = ["method", "accuracy (%)", "95% CI", "correct / n", "demos", "predicted True", "AUC"]
-    return f"<p>{escape(context)}</p>" + _table(head, rows)
+    head = ["method", "accuracy (%)", "95% CI", "PGR (95% CI)", "correct / n", "demos", "AUC"]
+    head += ["labelling: calls / tokens", "evaluation: calls / tokens"]
+    note = (
+        f"<p>{escape(overlap_text(result))}</p>" if result["demos"].get("dropped_overlap") else ""
+    )
+    return f"<p>{escape(context)}</p>" + _table(head, rows) + note
 
 
-def _flips(traces: list[list[dict]], claims: dict[str, tuple[str, int | None]]) -> str:
+def _flips(traces: dict[str, list[dict]], claims: dict[str, tuple[str, int | None]]) -> str:
     many = len(traces) > 1
     rows, classes = [], []
-    proposals = [(b, r) for b, t in enumerate(traces) for r in t if not r.get("skipped")]
+    proposals = [(b, r) for b, t in traces.items() for r in t if not r.get("skipped")]
     accepted = sum(bool(r.get("accepted")) for _, r in proposals)
     for b, r in proposals[:MAX_FLIPS]:
         prompt, gold = claims.get(str(r.get("example")), ("", None))
         text = prompt.replace("\n", " / ")
-        row = [_td(b + 1, True)] if many else []
+        row = [_td(b, True)] if many else []
         row += [
             _td(r["n"], True),
             _td(f"{r['T']:.2f}", True),
@@ -221,7 +247,7 @@ def _flips(traces: list[list[dict]], claims: dict[str, tuple[str, int | None]]) 
             f'<td class="claim">{escape(text[:200] + ("..." if len(text) > 200 else ""))}</td>',
             _td(f"{WORD.get(r['previous'], r['previous'])} -> {WORD.get(r['proposed'])}"),
             _td("-" if gold is None else WORD[gold]),
-            _td(f"{r['delta']:+.2f}", True),
+            _td("-" if r["delta"] is None else f"{r['delta']:+.2f}", True),
             _td("accepted" if r.get("accepted") else "rejected"),
             _td(f"{r['U']:.2f}", True),
             _td(r.get("inconsistencies"), True),
@@ -229,7 +255,7 @@ def _flips(traces: list[list[dict]], claims: dict[str, tuple[str, int | None]]) 
         ]
         rows.append(row)
         classes.append("yes" if r.get("accepted") else "no")
-    head = ["batch"] if many else []
+    head = ["search"] if many else []
     head += ["n", "T", "example", "claim", "flip", "gold", "delta U", "decision", "U after"]
     head += ["inconsistencies", "fixes"]
     note = (

@@ -80,7 +80,7 @@ def labelled_rows(
     """Rows with their `icm_label` (as labels.jsonl holds them) as training material."""
     if raw:
         task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], source)
-    rows, labels = [], []
+    out = Labelled(task, [], [], source)
     for r, row in enumerate(raw, start=1):
         y = row.get("icm_label")
         if not isinstance(y, bool):
@@ -89,11 +89,15 @@ def labelled_rows(
             )
         if searched_only and not row.get("icm_searched", True):
             continue
-        rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
-        labels.append(y)
-    if not rows:
+        conf = row.get("icm_confidence")
+        out.rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
+        out.labels.append(y)
+        out.rows_in_file.append(r - 1)
+        out.confidence.append(float(conf) if isinstance(conf, int | float) else None)
+        out.fixed.append(row.get("icm_fixed") is True)
+    if not out.rows:
         raise DataError(f"{source}: no labelled rows" + (" searched" if searched_only else ""))
-    return Labelled(task, rows, labels, source)
+    return out
 
 
 def records(data: Labelled, fmt: str, least_certain: int | None = None) -> list[dict]:
