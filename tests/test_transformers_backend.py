@@ -41,10 +41,17 @@ def joined(fmt: PromptFormat, demos: list[int], query: int) -> str:
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
-@pytest.mark.parametrize("scorer", ["dc", "naive"])
+@pytest.mark.parametrize("scorer", ["dc", "naive", "dc-packed"])
 def test_leave_one_out_terms_equal_fresh_forward_passes(default_model, n, scorer):
-    default_model.scorer = scorer
+    """Packed: whole subtrees (here up to 300 tokens: sibling leaves and more) in one forward
+    pass each, with a tree-shaped attention mask over the shared cache."""
+    default_model.scorer = scorer.removesuffix("-packed")
+    default_model.pack_tokens = 300 if scorer.endswith("packed") else 0
+    calls = default_model.calls
     terms = default_model.loo_logprobs(PROMPTS[:n], LABELS[:n])
+    default_model.pack_tokens = 0
+    if scorer == "dc-packed" and n > 2:
+        assert default_model.calls - calls < 2 * n  # fewer passes than the 3n unpacked
     for i, order in enumerate(loo_orders(n)):
         assert sorted(order) == [j for j in range(n) if j != i]
         expected = fresh(default_model, joined(default_model.fmt, order, i))
@@ -60,9 +67,12 @@ def test_order_matters_so_the_check_has_teeth(default_model):
     assert np.abs(a - b).max() > 1e-3
 
 
-def test_query_logprobs_equal_fresh_forward_passes(default_model):
+@pytest.mark.parametrize("pack", [0, 200])
+def test_query_logprobs_equal_fresh_forward_passes(default_model, pack):
     default_model.scorer = "dc"
+    default_model.pack_tokens = pack  # 200: the queries side by side on the context, two passes
     out = default_model.query_logprobs(PROMPTS[:4], LABELS[:4], PROMPTS[4:])
+    default_model.pack_tokens = 0
     for k, q in enumerate(range(4, 7)):
         assert (
             np.abs(out[k] - fresh(default_model, joined(default_model.fmt, [0, 1, 2, 3], q))).max()

@@ -33,6 +33,18 @@ class RunConfig:
         "dc", "dc (divide and conquer over the KV cache) or naive", choices=SCORERS
     )
     device: str | None = option(None, "torch device, e.g. cpu, cuda, cuda:1 (default: cuda if any)")
+    device_map: str | None = option(
+        None,
+        "auto: spread a model too large for one GPU over all GPUs (and CPU memory)",
+        choices=("auto",),
+    )
+    pack_tokens: int | None = option(
+        None,
+        "tokens one forward pass may hold when whole subtrees of the divide and conquer go "
+        "through the model at once (0: never; default: 4096 on a GPU, 0 on a CPU)",
+        min=0,
+        max=10**6,
+    )
     dtype: str = option(
         "auto", "weights dtype (auto: bfloat16 on a GPU that has it, else float32)", choices=DTYPES
     )

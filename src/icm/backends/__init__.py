@@ -37,6 +37,8 @@ def make_model(cfg: RunConfig, fmt: PromptFormat) -> LabelModel:
         device=cfg.device,
         dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code,
+        device_map=cfg.device_map,
+        pack_tokens=cfg.pack_tokens,
     )
 
 

@@ -113,7 +113,7 @@ def adapter_base(path: str) -> str | None:
     if not base:
         raise ModelError(f"{config}: names no base model (base_model_name_or_path)")
     if importlib.util.find_spec("peft") is None:
-        raise ModelError(f"{path}: a LoRA adapter needs peft: pip install 'icm[train]'")
+        raise ModelError(f"{path}: a LoRA adapter needs peft: pip install peft")
     return resolve(base)
 
 
@@ -141,9 +141,23 @@ def pick_dtype(dtype: str, device: torch.device) -> str:
     return "float32"
 
 
-def set_threads(threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+def default_threads() -> int:
+    """CPU threads for torch when --threads is not given: torch's own default (the physical
+    cores), less the cores other work keeps busy (the one-minute load average), at least one.
+
+    On a machine shared with other work, two threads on two busy cores ran a scoring call 4-5x
+    slower than one thread (measured twice); on an idle machine this is torch's default."""
+    physical = torch.get_num_threads()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(physical, int((usable or 1) - busy + 0.5)))
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads (`threads`, else `default_threads()`); returns the number."""
+    n = threads or default_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 def sliding_window(config) -> int | None:
@@ -232,6 +246,81 @@ def label_token_ids(tokenizer, word: str) -> list[int]:
     return sorted(ids)
 
 
+def default_pack(device: torch.device) -> int:
+    """Tokens one packed forward pass may hold (0: no packing). On a GPU, packing a subtree of the
+    divide and conquer into one pass keeps the chip busy; on a CPU small passes already run
+    near its speed, and a CPU keeps what it measured best."""
+    return 4096 if device.type == "cuda" else 0
+
+
+class Sizes:
+    """Tokens a packed leave-one-out subtree holds (its pending tokens aside), memoised."""
+
+    def __init__(self, demo: Sequence[list[int]], query: Sequence[list[int]]) -> None:
+        self.query = [len(q) for q in query]
+        self.before = np.concatenate([[0], np.cumsum([len(d) for d in demo])])
+        self.memo: dict[tuple[int, int], int] = {}
+
+    def __call__(self, lo: int, hi: int) -> int:
+        if hi - lo == 1:
+            return self.query[lo]
+        if (lo, hi) not in self.memo:
+            mid = (lo + hi) // 2
+            demos = int(self.before[hi] - self.before[lo])  # each half's demos, for the other
+            self.memo[lo, hi] = demos + self(lo, mid) + self(mid, hi)
+        return self.memo[lo, hi]
+
+
+class Packed:
+    """Segments of token ids that form a tree over a KV cache, packed into one sequence.
+
+    A segment extends its parent's tokens (or, with parent -1, the cache itself); a leaf segment
+    ends a scored prompt. Segments are added parents first, so in the packed sequence a token's
+    ancestors always come before it: a token may see the cache, its ancestors' tokens and the
+    earlier tokens of its own segment, which is exactly the prompt it belongs to, and sits at the
+    position it has in that prompt. One forward pass then scores every leaf."""
+
+    def __init__(self, root: list[int]) -> None:
+        self.segments: list[list[int]] = []
+        self.parent: list[int] = []
+        self.leaf: list[int] = []
+        if root:
+            self.add(root, -1)
+
+    def add(self, tokens: list[int], parent: int, leaf: int = -1) -> int:
+        self.segments.append(tokens)
+        self.parent.append(parent)
+        self.leaf.append(leaf)
+        return len(self.segments) - 1
+
+    def loo(self, lo: int, hi: int, parent: int, demo, query) -> None:
+        """The `loo_orders` tree of items lo..hi-1 under segment `parent`."""
+        if hi - lo == 1:
+            self.add(query[lo], parent, lo)
+            return
+        mid = (lo + hi) // 2
+        for (a, b), (c, d) in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
+            ext = self.add([t for j in range(c, d) for t in demo[j]], parent)
+            self.loo(a, b, ext, demo, query)
+
+    def layout(self) -> tuple[list[int], list[int], list[int]]:
+        """The packed ids, each segment's parent, and where each segment starts."""
+        first = np.concatenate([[0], np.cumsum([len(t) for t in self.segments])[:-1]])
+        return [t for seg in self.segments for t in seg], self.parent, [int(x) for x in first]
+
+    def segment_of(self) -> list[int]:
+        return [s for s, seg in enumerate(self.segments) for _ in seg]
+
+    def leaf_positions(self) -> dict[int, int]:
+        """Each leaf's index and the packed position of its last token."""
+        _, _, first = self.layout()
+        return {
+            leaf: first[s] + len(self.segments[s]) - 1
+            for s, leaf in enumerate(self.leaf)
+            if leaf >= 0
+        }
+
+
 class TransformersModel:
     """A causal LM scored locally. Implements `icm.core.model.LabelModel`."""
 
@@ -242,6 +331,7 @@ class TransformersModel:
         fmt: PromptFormat | None = None,
         scorer: str = "dc",
         max_context: int | None = None,
+        pack_tokens: int | None = None,
     ) -> None:
         if scorer not in SCORERS:
             raise ModelError(f"unknown scorer {scorer!r}; choose one of {', '.join(SCORERS)}")
@@ -249,7 +339,9 @@ class TransformersModel:
         self.tok = tokenizer
         self.fmt = fmt or PromptFormat()
         self.scorer = scorer
-        self.device = next(model.parameters()).device
+        # With a device map the inputs go where the embeddings are; layers move them on.
+        self.device = model.get_input_embeddings().weight.device
+        self.pack_tokens = default_pack(self.device) if pack_tokens is None else pack_tokens
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
         self.window = sliding_window(model.config)
         if self.window and scorer == "dc" and (self.max_context or 1e18) > self.window:
@@ -280,13 +372,28 @@ class TransformersModel:
         fmt: PromptFormat | None = None,
         scorer: str = "dc",
         device: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         trust_remote_code: bool = False,
+        device_map: str | None = None,
+        pack_tokens: int | None = None,
     ) -> TransformersModel:
+        """`device_map="auto"` places the layers over every GPU (and CPU memory) there is, for
+        a model larger than one GPU; otherwise the whole model goes to `device`."""
         where = pick_device(device)
         dtype = pick_dtype(dtype, where)
-        tok, model = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
-        return cls(model.to(where), tok, fmt=fmt, scorer=scorer)
+        kw = {"device_map": device_map} if device_map else {}
+        tok, model = load_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code, **kw)
+        if not device_map:
+            model = model.to(where)
+        return cls(model, tok, fmt=fmt, scorer=scorer, pack_tokens=pack_tokens)
+
+    def describe(self) -> str:
+        """Where and how it runs, for the first line a run prints."""
+        where = f"{self.device}, {self.identity['dtype']}"
+        if self.device.type == "cpu":
+            n = torch.get_num_threads()
+            where += f", {n} CPU thread{'s' if n > 1 else ''} (--threads)"
+        return where
 
     # -- tokens -------------------------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
@@ -401,9 +508,16 @@ class TransformersModel:
         if self.scorer == "naive":
             return self.naive_terms(prompts, labels, range(n))
         cache = self._new_cache()
+        size = Sizes(demo, query)
 
         def rec(lo: int, hi: int, pending: list[int]) -> None:
             # Score items lo..hi-1 on top of `cache` + `pending` (tokens not yet in the cache).
+            if len(pending) + size(lo, hi) <= self.pack_tokens and hi - lo > 1:
+                tree = Packed(pending)
+                tree.loo(lo, hi, 0 if pending else -1, demo, query)
+                for i, logits in self._forward_packed(tree, cache).items():
+                    out[i] = self._label_logprobs(logits)
+                return
             if hi - lo == 1:
                 ids = pending + query[lo]
                 out[lo] = self._label_logprobs(self._forward(ids, cache))
@@ -421,6 +535,59 @@ class TransformersModel:
 
         rec(0, n, list(self.prefix_ids))
         return out
+
+    @torch.inference_mode()
+    def _forward_packed(self, tree: Packed, cache) -> dict[int, torch.Tensor]:
+        """Run a packed tree of segments on top of `cache` in one forward pass (then crop the
+        cache back); the last-position logits of each leaf, by its index."""
+        ids, parent, first = tree.layout()
+        q, past = len(ids), cache.get_seq_length()
+        seg = torch.tensor(tree.segment_of(), device=self.device)
+        # Which segment each segment may see: itself and its ancestors (a tree, parents first).
+        sees = torch.eye(len(parent), dtype=torch.bool, device=self.device)
+        for s, p in enumerate(parent):
+            if p >= 0:
+                sees[s] |= sees[p]
+        rows = torch.arange(q, device=self.device)
+        visible = sees[seg[:, None], seg[None, :]] & (rows[None, :] <= rows[:, None])
+        visible = torch.cat([torch.ones(q, past, dtype=torch.bool, device=self.device), visible], 1)
+        dtype = next(self.model.parameters()).dtype
+        mask = torch.zeros(visible.shape, dtype=dtype, device=self.device)
+        mask.masked_fill_(~visible, torch.finfo(dtype).min)
+        # Every token sits at the position it has in its own prompt: after its ancestors only.
+        depth = [0] * len(parent)
+        for s, p in enumerate(parent):
+            depth[s] = 0 if p < 0 else depth[p] + len(tree.segments[p])
+        positions = [
+            past + depth[s] + k
+            for s, tokens in enumerate(tree.segments)
+            for k in range(len(tokens))
+        ]
+        leaves = tree.leaf_positions()
+        kw = {self._cache_arg: cache}
+        try:
+            result = self.model(
+                input_ids=torch.tensor([ids], device=self.device),
+                attention_mask=mask[None, None],
+                position_ids=torch.tensor([positions], device=self.device),
+                use_cache=True,
+                logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
+                **kw,
+            )
+        except RuntimeError as e:
+            if not any(m in str(e) for m in ("out of memory", "can't allocate memory")):
+                raise
+            raise ModelError(
+                f"out of memory on {self.device} running {q} packed tokens: lower --pack-tokens, "
+                "--batch-size or --context-tokens, or use a smaller --dtype (bfloat16)"
+            ) from e
+        finally:
+            grown = cache.get_seq_length() - past
+            if grown > 0:
+                cache.crop(-grown)
+        charge(self, 1, q)
+        logits = result.logits[0].float()
+        return {leaf: logits[k] for k, leaf in enumerate(leaves)}
 
     def naive_terms(
         self, prompts: Sequence[str], labels: Sequence[int], indices: Sequence[int]
@@ -457,8 +624,18 @@ class TransformersModel:
         cache = self._new_cache()
         if context:
             self._forward(context, cache)
-        for k, q in enumerate(queries):
-            ids = self._piece(q, -1)
-            out[k] = self._label_logprobs(self._forward(ids, cache))
-            cache.crop(-len(ids))
+        k = 0
+        while k < len(queries):
+            ids = self._piece(queries[k], -1)
+            if len(ids) * 2 > self.pack_tokens:  # one query at a time
+                out[k] = self._label_logprobs(self._forward(ids, cache))
+                cache.crop(-len(ids))
+                k += 1
+                continue
+            tree, used = Packed([]), 0  # as many queries as fit, side by side on the context
+            while k < len(queries) and used + len(self._piece(queries[k], -1)) <= self.pack_tokens:
+                used += len(tree.segments[tree.add(self._piece(queries[k], -1), -1, k)])
+                k += 1
+            for i, logits in self._forward_packed(tree, cache).items():
+                out[i] = self._label_logprobs(logits)
         return out
