@@ -50,7 +50,7 @@ def add_lora(model, cfg: TrainConfig, task_type: str):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
-        raise IcmError("training needs peft: pip install 'icm[train]'") from e
+        raise IcmError("training needs peft: pip install peft") from e
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
