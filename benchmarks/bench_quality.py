@@ -84,7 +84,7 @@ def one_seed(name: str, seed: int, work: Path, model, args) -> dict:
     files.write_json(folder / "train.json", train)
     files.write_json(folder / "test.json", test)
     cfg = RunConfig(task=task, data=str(folder / "train.json"), seed=seed, threads=args.threads)
-    for key in ("iterations", "chains", "score", "alpha"):
+    for key in ("iterations", "chains", "workers", "score", "alpha"):
         value = getattr(args, key)
         if value is not None:
             target = cfg.search if key in ("score", "alpha") else cfg
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-questions", type=int, default=12, help="TruthfulQA test questions")
     p.add_argument("--iterations", type=int, help="ICM iterations (default: icm run's)")
     p.add_argument("--chains", type=int, help="ICM chains (default: icm run's)")
+    p.add_argument("--workers", type=int, help="searches at once (default: icm run's)")
     p.add_argument("--score", help="ICM score (default: icm run's)")
     p.add_argument("--alpha", type=float, help="ICM alpha (default: icm run's)")
     p.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")

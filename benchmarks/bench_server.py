@@ -1,18 +1,23 @@
-"""Prompt tokens a server must compute per ICM iteration: icm's request pattern against the
-official code's, on the same kind of server.
-
-Both run ICM's search (Algorithm 1 and 2) on the first N TruthfulQA claims with the embedded
-default model behind a fresh llama.cpp server (one CPU thread, prompt cache on):
+"""Prompt tokens a server must compute: icm's request pattern against the official code's, on
+the same kind of server (a fresh llama.cpp process, one CPU thread, prompt cache on, the embedded
+default model, the first N TruthfulQA claims):
 
   icm       the divide-and-conquer leave-one-out order, token-id prompts, the subtree's context
-            computed once before its halves go to parallel streams, a labelling scored once
+            computed once before its halves go to parallel streams, each prompt asked once
   official  the official code's pattern: every leave-one-out prompt with the other labelled
-            claims in data-set order, one evaluation per proposal and per ConsistencyFix option
+            claims in data-set order, as text, one evaluation per proposal and per
+            ConsistencyFix option
 
-and prints, per iteration, the prompt tokens the server computed (prompt tokens minus those it
-took from its cache). The official code itself, run against llama.cpp with SmolLM2 on TruthfulQA,
-computed 2,300 of 9,500 prompt tokens per iteration at batch 16 and 17,300 at batch 32, growing
-with the labelled set.
+Two measurements per N and pattern:
+  evaluations  U of all N claims labelled, three times, each labelling two flips from the last
+               (what consecutive iterations score once the labelled set has grown)
+  search       ICM's search from K = 8 labelled claims, `--iterations` iterations: the prompt
+               tokens computed (prompt tokens minus those served from the cache) per iteration,
+               with the labelled set's size
+
+The official code itself, run against llama.cpp with SmolLM2 on TruthfulQA, computed 2,300 of
+9,500 prompt tokens per iteration at batch 16 and 17,300 per iteration at batch 32, growing with
+the labelled set.
 
     .venv/bin/python benchmarks/bench_server.py                # N=16 and N=32
     .venv/bin/python benchmarks/bench_server.py --n 16 --iterations 4
@@ -25,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,34 +75,48 @@ class Official(OpenAIModel):
         return self._each([context + q for q in queries])
 
 
-def pattern(name: str, prompts: list, task, args) -> list[int]:
-    """Computed prompt tokens of each of `args.iterations` iterations."""
-    examples = task.build(prompts, "bench").examples
+def computed(model: OpenAIModel) -> int:
+    return model.tokens - model.cached_tokens
+
+
+def evaluations(name: str, prompts: list[str], task, args) -> list[int]:
+    """Computed prompt tokens of three evaluations of U over all N claims."""
+    rng = np.random.default_rng(args.seed)
+    labels = [int(y) for y in rng.integers(0, 2, size=len(prompts))]
+    out = []
+    with LlamaServer(parallel=args.slots, ctx=args.ctx, threads=args.threads) as srv:
+        cls = Official if name == "official" else OpenAIModel
+        model = cls(srv.base_url, fmt=task.fmt, concurrency=args.concurrency)
+        for _ in range(3):
+            before = computed(model)
+            model.loo_logprobs(prompts, labels)
+            out.append(computed(model) - before)
+            for i in rng.choice(len(labels), size=2, replace=False):
+                labels[i] = 1 - labels[i]
+    return out
+
+
+def search(name: str, rows: list[dict], task, args) -> tuple[list[int], list[int]]:
+    """Computed prompt tokens, and the labelled set's size, of each search iteration."""
+    examples = task.build(rows, "bench").examples
     with LlamaServer(parallel=args.slots, ctx=args.ctx, threads=args.threads) as srv:
         cls = Official if name == "official" else OpenAIModel
         model = cls(srv.base_url, fmt=task.fmt, concurrency=args.concurrency)
         memo = 0 if name == "official" else 256
-        search = Search(examples, model, task.rule, SearchConfig(memo_size=memo))
-        state = search.start(args.seed)
-        computed, last = [], model.tokens - model.cached_tokens
-        t0 = time.perf_counter()
-        for _ in search.run(state, args.iterations):
-            now = model.tokens - model.cached_tokens
-            computed.append(now - last)
-            last = now
-        print(
-            f"  {name:8s} {time.perf_counter() - t0:6.0f} s, {model.calls} requests, "
-            f"{model.tokens} prompt tokens, {model.cached_tokens} from the cache; computed per "
-            f"iteration: {' '.join(map(str, computed))}",
-            flush=True,
-        )
-        return computed
+        run = Search(examples, model, task.rule, SearchConfig(memo_size=memo))
+        state = run.start(args.seed)
+        tokens, sizes, last = [], [], computed(model)
+        for _ in run.run(state, args.iterations):
+            tokens.append(computed(model) - last)
+            sizes.append(sum(y >= 0 for y in state.labels))
+            last = computed(model)
+    return tokens, sizes
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", default="16,32", help="claims (comma-separated sizes)")
-    ap.add_argument("--iterations", type=int, default=6)
+    ap.add_argument("--iterations", type=int, default=8)
     ap.add_argument("--concurrency", type=int, default=1, help="icm's streams per evaluation")
     ap.add_argument("--slots", type=int, default=4, help="server slots")
     ap.add_argument("--threads", type=int, default=1, help="server CPU threads")
@@ -112,10 +130,20 @@ def main() -> int:
         return 2
     rows = task.load(path).rows
     for n in (int(x) for x in args.n.split(",")):
-        print(f"N={n} TruthfulQA claims, {args.iterations} iterations, seed {args.seed}")
-        ours = pattern("icm", rows[:n], task, args)
-        official = pattern("official", rows[:n], task, args)
-        a, b = np.mean(ours), np.mean(official)
+        prompts = [ex.prompt for ex in task.build(rows[:n], "bench").examples]
+        print(f"N={n} TruthfulQA claims, seed {args.seed}")
+        per_eval = {p: evaluations(p, prompts, task, args) for p in ("icm", "official")}
+        for p, tokens in per_eval.items():
+            print(f"  evaluations of U over all {n}, {p:8s}: computed {tokens}", flush=True)
+        per_it = {}
+        for p in ("icm", "official"):
+            tokens, sizes = search(p, rows[:n], task, args)
+            per_it[p] = np.mean(tokens)
+            steps = " ".join(f"{t}({k})" for t, k in zip(tokens, sizes, strict=True))
+            print(f"  search, {p:8s}: computed per iteration (labelled): {steps}", flush=True)
+        e = np.mean(per_eval["official"]) / max(np.mean(per_eval["icm"]), 1)
+        print(f"N={n} evaluation_ratio={e:.1f}")
+        a, b = per_it["icm"], per_it["official"]
         print(
             f"N={n} icm_computed_per_it={a:.0f} official_computed_per_it={b:.0f} "
             f"ratio={b / max(a, 1):.1f}",

@@ -58,6 +58,7 @@ def test_pgr_is_the_share_of_the_gap_to_gold_recovered():
     assert pgr(0.5, 0.5, 0.9) == 0.0 and pgr(0.9, 0.5, 0.9) == 1.0
     assert pgr(0.4, 0.5, 0.9) == pytest.approx(-0.25)  # worse than zero-shot
     assert pgr(0.7, 0.6, 0.6) is None  # gold no better than zero-shot: undefined
+    assert pgr(0.5, 0.56, 0.5) is None
 
 
 def test_bootstrapped_few_shot_recovers_a_planted_labelling_and_obeys_the_rule():

@@ -90,8 +90,12 @@ def test_two_replicas_behind_vllm_router(tmp_path):
         for s in servers:
             s.kill()
     assert labels == reference  # exact servers: the same labels, whatever ran at once
-    summary = json.loads((tmp_path / "fleet" / "summary.json").read_text())
-    assert summary["cached_share"] > 0.5
+    # Routing by prefix keeps the cache hits of one search on one server.
+    shares = [
+        json.loads((tmp_path / name / "summary.json").read_text())["cached_share"]
+        for name in ("sequential", "fleet")
+    ]
+    assert shares[1] >= 0.8 * shares[0] > 0
     # Both replicas worked, and each batch's requests went to one replica: a prompt of batch b
     # begins with a claim of batch b, and no claim's tokens reach both replicas.
     assert all(t.prompts for t in tallies)

@@ -49,8 +49,9 @@ def labels_of(folder: Path) -> list[dict]:
     return files.read_jsonl(folder / "labels.jsonl")
 
 
-def test_chains_vote_and_every_row_has_a_confidence(tmp_path):
-    cfg, model = setup(tmp_path, chains=3, iterations=8)
+@pytest.mark.parametrize("rule", ["best-u", "vote"])
+def test_chains_combine_and_every_row_has_a_confidence(tmp_path, rule):
+    cfg, model = setup(tmp_path, chains=3, iterations=8, combine=rule)
     summary = Run.create(cfg, tmp_path / "run").execute(model)
     rows = labels_of(tmp_path / "run")
     finals = [
@@ -58,8 +59,17 @@ def test_chains_vote_and_every_row_has_a_confidence(tmp_path):
         for c in range(3)
     ]
     votes = np.array([f["final"] for f in finals])
-    assert [int(r["icm_label"]) for r in rows] == [int(v > 1.5) for v in votes.sum(0)]
-    assert all(0 <= r["icm_confidence"] <= 1 for r in rows)
+    best = int(np.argmax([f["utility"] for f in finals]))
+    got = [int(r["icm_label"]) for r in rows]
+    if rule == "vote":
+        assert got == [int(v > 1.5) for v in votes.sum(0)]
+    else:
+        assert got == list(votes[best])
+    # Confidence: the mean over chains of the probability each gives the row's label.
+    lo = np.array([f["logodds"] for f in finals])
+    signed = np.where(np.array(got) == 1, lo, -lo)
+    expected = (1 / (1 + np.exp(-signed))).mean(0)
+    np.testing.assert_allclose([r["icm_confidence"] for r in rows], expected)
     # The chains differ (seeds (seed, batch, chain)) and the summary says how much they agree.
     assert len({tuple(f["labels"]) for f in finals}) > 1
     assert summary["chains"] == 3 and 0 <= summary["chain_agreement"] <= 1

@@ -94,10 +94,16 @@ class RunConfig:
     )
     chains: int = option(
         1,
-        "independent searches per batch (seeds (seed, batch, chain)); labels by vote, each row "
-        "with its confidence",
+        "independent searches per batch (seeds (seed, batch, chain)), combined by --combine; "
+        "every row gets its confidence from all of them",
         min=1,
         max=64,
+    )
+    combine: str = option(
+        "best-u",
+        "the labels of several chains: best-u (the chain of highest U) or vote (each row's "
+        "majority)",
+        choices=("best-u", "vote"),
     )
     workers: int = option(
         1, "searches (batches, chains) run at once against the backend", min=1, max=256

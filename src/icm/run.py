@@ -130,7 +130,7 @@ def read_fixed(path: str | None, task: Task, data: Dataset) -> dict[int, int]:
     for i, ex in enumerate(data.examples):
         where.setdefault(ex.prompt, []).append(i)
     fixed: dict[int, int] = {}
-    for row, r in zip(rows, lines, strict=False):
+    for row, r in zip(rows, lines, strict=True):
         given = row.get("human_label")
         y = parse_label(None if given == "" else given, path, r, "human_label")
         if y is None:
@@ -351,11 +351,18 @@ def finish(search: Search, state: State, data: Dataset, counters: Callable[[], d
 
 # -- chains of one batch ---------------------------------------------------------------------------
 def combine(
-    finals: list[dict], data: Dataset, cons: list[Constraint], fixed: dict[int, int]
+    finals: list[dict],
+    data: Dataset,
+    cons: list[Constraint],
+    fixed: dict[int, int],
+    rule: str = "best-u",
 ) -> tuple[list[dict], dict]:
-    """One batch's labelled rows from its chains: a majority vote (ties: the chain of highest U),
-    made consistent again, with each row's confidence: the mean over chains of the probability
-    (sigmoid of the log-odds) that chain gives the final label."""
+    """One batch's labelled rows from its chains, with each row's confidence: the mean over
+    chains of the probability (sigmoid of the log-odds) that chain gives the row's label, which
+    is low where chains disagree and where they agree weakly.
+
+    best-u: the labels of the chain with the highest U, the objective ICM maximises (restarts of
+    one search). vote: each row's majority (ties: the best chain), made consistent again."""
     best = max(range(len(finals)), key=lambda k: finals[k]["utility"])
     votes = np.array([f["final"] for f in finals])  # (chains, rows)
     logodds = np.array([f["logodds"] for f in finals])
@@ -364,14 +371,20 @@ def combine(
         signed = np.where(np.array(labels) == 1, logodds, -logodds)
         return (1 / (1 + np.exp(-signed))).mean(axis=0)
 
-    share = votes.mean(axis=0)
-    labels = [int(s > 0.5) if s != 0.5 else finals[best]["final"][i] for i, s in enumerate(share)]
-    margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
-    labels = repair(labels, margin, cons, fixed=[i in fixed for i in range(len(labels))])
+    if rule == "vote":
+        share = votes.mean(axis=0)
+        labels = [int(s > 0.5) if s != 0.5 else votes[best][i] for i, s in enumerate(share)]
+        margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
+        labels = repair(labels, margin, cons, fixed=[i in fixed for i in range(len(labels))])
+        searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
+        shown = logodds.mean(axis=0)
+    else:
+        labels = [int(y) for y in votes[best]]
+        searched = [y >= 0 for y in finals[best]["labels"]]
+        shown = logodds[best]
     conf = confidence(labels)
     conf[list(fixed)] = 1.0  # a person's label
     agree = (votes == np.array(labels)).mean(axis=0)
-    searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
     rows = [
         {
             **row,
@@ -382,7 +395,7 @@ def combine(
             **({"icm_fixed": True} if i in fixed else {}),
         }
         for i, (row, y, lo, c, s) in enumerate(
-            zip(data.rows, labels, logodds.mean(axis=0), conf, searched, strict=True)
+            zip(data.rows, labels, shown, conf, searched, strict=True)
         )
     ]
     pairwise = [
@@ -549,7 +562,7 @@ class Run:
                 sub = data.subset(parts[b])
                 cons = constraints(task.rule, sub.examples)
                 chains = [finals[b, c] for c in range(cfg.chains)]
-                rows, summary = combine(chains, sub, cons, local[b])
+                rows, summary = combine(chains, sub, cons, local[b], cfg.combine)
                 where = f"batch {b + 1}/{len(parts)}" if len(parts) > 1 else "the batch"
                 progress.phase(f"{where}: the model's zero-shot labels, to compare")
                 summary["zero_shot_true"] = zero_shot_true(models.model_for(b), sub)

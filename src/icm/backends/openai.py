@@ -199,12 +199,12 @@ class OpenAIModel:
         self.cache = CallCache(call_cache) if call_cache else None
         self.calls = self.tokens = self.cached_tokens = self.cache_hits = 0
         self._lock = threading.Lock()
-        self._memo: OrderedDict[Prompt, list[tuple[str, float]]] = OrderedDict()
+        self._memo: OrderedDict[bytes, list[tuple[str, float]]] = OrderedDict()
         self._ids: dict[tuple[str, bool], list[int]] = {}
         self._tokenizer: bool | None = None if token_ids else False  # None: not probed yet
         self._pieces: dict[tuple[str, int], Prompt] = {}
         self._checked = False
-        self._warmed: OrderedDict[Prompt, None] = OrderedDict()
+        self._warmed: OrderedDict[bytes, None] = OrderedDict()
         self.model, self.max_context, self.identity = self._served_model(model)
 
     def describe(self) -> str:
@@ -347,12 +347,21 @@ class OpenAIModel:
         used.append((count(usage.get("prompt_tokens")), count(details.get("cached_tokens"))))
         return body
 
+    @staticmethod
+    def _digest(prompt: Prompt) -> bytes:
+        """A short key for a prompt (prompts run to tens of thousands of tokens)."""
+        data = (
+            prompt[0].encode() if prompt and isinstance(prompt[0], str) else repr(prompt).encode()
+        )
+        return hashlib.blake2b(data, digest_size=16).digest()
+
     def _ask(self, prompt: Prompt, abort: Abort, used: list) -> list[tuple[str, float]]:
         """The top log-probs after `prompt`: from the memo, the call cache, or the server."""
+        digest = self._digest(prompt)
         with self._lock:
-            top = self._memo.get(prompt)
+            top = self._memo.get(digest)
             if top is not None:
-                self._memo.move_to_end(prompt)
+                self._memo.move_to_end(digest)
                 return top
         key = CallCache.key(self._request(prompt), self.identity) if self.cache else ""
         top = self.cache.get(key) if self.cache else None
@@ -367,7 +376,7 @@ class OpenAIModel:
             if self.cache:
                 self.cache.put(key, top)
         with self._lock:
-            self._memo[prompt] = top
+            self._memo[digest] = top
             if len(self._memo) > MEMO:
                 self._memo.popitem(last=False)
         return top
@@ -376,10 +385,11 @@ class OpenAIModel:
         """Have the server compute `context` once, before several streams extend it. The label
         word goes after it (it never follows a context in a scored prompt), so the request is
         never a prompt the server has fully cached, whose last token it would compute again."""
+        digest = self._digest(context)
         with self._lock:
-            if len(context) < 2 or context in self._warmed:
+            if len(context) < 2 or digest in self._warmed:
                 return
-            self._warmed[context] = None
+            self._warmed[digest] = None
             if len(self._warmed) > MEMO:
                 self._warmed.popitem(last=False)
         word = self.fmt.label_words[1]

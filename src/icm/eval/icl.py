@@ -126,8 +126,9 @@ def bootstrap_interval(
 
 
 def pgr(method: float, zero: float, gold: float) -> float | None:
-    """Performance gap recovered: the share of the zero-shot-to-gold gap a method closes."""
-    return None if gold == zero else (method - zero) / (gold - zero)
+    """Performance gap recovered: the share of the zero-shot-to-gold gap a method closes; None
+    where gold labels do no better than zero-shot (there is no gap to recover)."""
+    return None if gold <= zero else (method - zero) / (gold - zero) + 0.0
 
 
 def auc(scores: Sequence[float] | np.ndarray, gold: Sequence[int] | np.ndarray) -> float | None:
@@ -386,7 +387,9 @@ def evaluate(
             m["pgr"] = pgr(m["accuracy"], zero, top)
             with np.errstate(divide="ignore", invalid="ignore"):
                 per = (resampled[name] - resampled["zero-shot"]) / gap
-            m["pgr_ci95"] = interval(np.where(gap != 0, per, np.nan))
+            m["pgr_ci95"] = (
+                interval(np.where(gap > 0, per, np.nan)) if m["pgr"] is not None else None
+            )
     return {
         "kind": "icm eval",
         "run": str(folder.path),
