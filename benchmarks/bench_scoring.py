@@ -94,23 +94,52 @@ def random_model(name: str, texts: list[str], device: str, dtype: str):
 
 
 def peak_flops(device, dtype) -> float:
-    """FLOP/s of a large matmul on this device, dtype and thread count: the peak we compare to."""
+    """FLOP/s of a large matmul on this device, dtype and thread count: the peak we compare to
+    (the fastest of several tries, so a moment of other load on a shared machine does not lower
+    it)."""
     import torch
 
-    n = 4096 if device.type == "cuda" else 1024
+    n = 4096 if device.type == "cuda" else 2048
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    reps = 20 if device.type == "cuda" else 3
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - t0)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    reps = 4 if device.type == "cuda" else 1  # a GPU matmul is too short to time alone
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return 2 * n**3 / best
+
+
+def attended(method: str, prefix: int, demo: list[int], query: list[int]) -> int:
+    """(query token, key) pairs the attention computes: sum over forward passes of q x (past +
+    (q + 1) / 2) for q new tokens on `past` cached ones. Attention's cost grows with them."""
+    n = len(demo)
+    if method == "naive":
+        lengths = [prefix + sum(demo) - demo[i] + query[i] for i in range(n)]
+        return sum(t * (t + 1) // 2 for t in lengths)
+
+    def run(q: int, past: int) -> int:
+        return q * past + q * (q + 1) // 2
+
+    def rec(lo: int, hi: int, pending: int, past: int) -> int:  # mirrors loo_logprobs' tree
+        if hi - lo == 1:
+            return run(pending + query[lo], past)
+        mid, total = (lo + hi) // 2, 0
+        for (a, b), (c, d) in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
+            ext = pending + sum(demo[c:d])
+            if b - a == 1:
+                total += rec(a, b, ext, past)
+            else:
+                total += run(ext, past) + rec(a, b, 0, past + ext)
+        return total
+
+    return rec(0, n, prefix, 0)
 
 
 def worker(args: argparse.Namespace, method: str, n: int) -> dict:
@@ -154,6 +183,19 @@ def worker(args: argparse.Namespace, method: str, n: int) -> dict:
         demo = [len(model._piece(p, y)) for p, y in zip(prompts, labels, strict=True)]
         query = [len(model._piece(p, -1)) for p in prompts]
         tokens = sum(len(model.prefix_ids) + sum(demo) - demo[i] + query[i] for i in range(n))
+    cfg = model.model.config
+    heads = getattr(cfg, "num_attention_heads", 1)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    lengths = (
+        len(model.prefix_ids),
+        [len(model._piece(p, y)) for p, y in zip(prompts, labels, strict=True)],
+        [len(model._piece(p, -1)) for p in prompts],
+    )
+    keys = attended("naive" if method == "naive" else "dc", *lengths)
+    embed = model.model.get_input_embeddings().weight.numel()
+    # FLOPs: 2 per weight per token (the embedding lookup is free) and 4 per head dimension per
+    # layer per attended (token, key) pair (q.k and the weighted sum of values).
+    flops = 2 * (params - embed) * tokens + 4 * heads * head_dim * cfg.num_hidden_layers * keys
     peak = (
         torch.cuda.max_memory_allocated() / 2**20
         if device.type == "cuda"
@@ -167,6 +209,8 @@ def worker(args: argparse.Namespace, method: str, n: int) -> dict:
         "wall": wall * (n / len(idx)),
         "sampled": len(idx) < n,
         "params": params,
+        "keys": keys,
+        "flops": flops,
         "peak_mib": peak,
         "peak_flops": peak_flops(device, getattr(torch, dtype)),
         "where": f"{device}, {dtype}, {args.threads} CPU thread(s)",
@@ -235,6 +279,13 @@ def main() -> None:
             if len(dcs) == 2:
                 both = np.abs(np.array(runs[dcs[0]]["terms"]) - np.array(runs[dcs[1]]["terms"]))
                 print(f"     max |dc - dc-packed| over {n} terms: {both.max():.2e}")
+            dc = runs[best]
+            print(
+                f"     flops_ratio={nv['flops'] / dc['flops']:.2f} (weights and attention; keys "
+                f"a token attends to: {best} {dc['keys'] / dc['tokens']:.0f}, naive "
+                f"{nv['keys'] / nv['tokens']:.0f}); wall_ratio / flops_ratio="
+                f"{nv['wall'] / dc['wall'] / (nv['flops'] / dc['flops']):.2f}"
+            )
             diff = np.abs(np.array(runs[best]["terms"])[nv["indices"]] - np.array(nv["terms"]))
             last = (
                 f"N={n} tokens_ratio={nv['tokens'] / runs[best]['tokens']:.2f} "

@@ -38,5 +38,9 @@ class TrainConfig:
         False, "run Python code shipped with the model (only for models you trust)"
     )
     threads: int | None = option(
-        None, "CPU threads for torch (default: torch's choice)", min=1, max=1024
+        None,
+        "CPU threads for torch (default: the physical cores less those other work keeps busy,"
+        " at least 1)",
+        min=1,
+        max=1024,
     )
