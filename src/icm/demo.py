@@ -125,9 +125,11 @@ def main(args: argparse.Namespace) -> int:
     run = prepare(out, args.seed, args.model, args.score)
     cfg = run.cfg
     model = make_model(cfg, get_task("demo").fmt)
+    describe = getattr(model, "describe", None)
+    where = f" ({describe()})" if callable(describe) else ""
     print(
         f"icm demo: is a sentence a statement or a question? {TRAIN} claims to label, "
-        f"{TEST} held out; model: {cfg.model}; score: {cfg.search.score}"
+        f"{TEST} held out; model: {cfg.model}{where}; score: {cfg.search.score}"
     )
     summary = run.execute(model=model, progress=Bar() if args.progress else None)
     for line in summary["warnings"]:

@@ -27,8 +27,7 @@ class Bar(Progress):
         from tqdm import tqdm
 
         with self.lock:
-            self.done += 1
-            if self.bar is None:
+            if self.bar is None:  # starts at the steps done before this one
                 self.bar = tqdm(
                     total=self.total,
                     initial=self.done,
@@ -52,6 +51,7 @@ class Bar(Progress):
                 post["cached"] = f"{row['cached_tokens'] / max(row['tokens'], 1):.0%}"
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(1)
+            self.done += 1
             if self.done >= self.total:
                 self.close()
 

@@ -1,0 +1,35 @@
+"""The run's progress bar counts every search iteration once, fresh or resumed."""
+
+from __future__ import annotations
+
+import re
+
+from icm.progress import Bar
+
+
+def row(n: int) -> dict:
+    return {"batch": 0, "batches": 1, "U": 1.0, "T": 2.0, "labelled": n, "calls": n}
+
+
+def counts(text: str) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for a, b in re.findall(r"(\d+)/(\d+) \[", text)]
+
+
+def test_bar_ends_at_its_total(capsys):
+    bar = Bar()
+    bar.start(total=3, done=0)
+    for n in range(3):
+        bar.step(row(n))
+    err = capsys.readouterr().err
+    assert counts(err)[-1] == (3, 3)
+    assert "4it" not in err and all(a <= b for a, b in counts(err))
+
+
+def test_resumed_bar_starts_where_the_run_stopped(capsys):
+    bar = Bar()
+    bar.start(total=5, done=2)
+    for n in range(3):
+        bar.step(row(n))
+    seen = counts(capsys.readouterr().err)
+    assert seen[0][0] >= 2 and seen[-1] == (5, 5)
+    assert all(a <= b for a, b in seen)
