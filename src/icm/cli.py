@@ -10,7 +10,7 @@ from typing import Any, NoReturn
 
 from .config import RunConfig
 from .core.search import SearchConfig
-from .errors import ConfigError, IcmError
+from .errors import ConfigError, IcmError, pip_hint
 from .options import flag, kind
 
 EPILOG = """quick start:
@@ -232,14 +232,14 @@ def report_eval(result: dict, written: list[Path]) -> None:
     if result["demos"].get("dropped_overlap"):
         say(overlap_text(result))
     if not any(p.name == EVAL_PNG for p in written):
-        say("eval.png skipped: matplotlib is missing (pip install matplotlib)")
+        say(f"eval.png skipped: matplotlib is missing ({pip_hint('matplotlib')})")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     try:
         from .eval.report import write_report
     except ImportError as e:
-        raise IcmError(f"icm report needs matplotlib: pip install matplotlib ({e})") from e
+        raise IcmError(f"icm report needs matplotlib: {pip_hint('matplotlib')} ({e})") from e
     print(write_report(args.run, args.out, args.overwrite))
     return 0
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import files
 from .config import RunConfig
 from .core.search import SearchConfig
-from .errors import RunError
+from .errors import RunError, pip_hint
 from .run import Run
 from .runfolder import RunFolder
 
@@ -155,6 +155,6 @@ def main(args: argparse.Namespace) -> int:
             "holds little of the concept for ICM to elicit; try a larger --model."
         )
     if not any(p.name == EVAL_PNG for p in written):
-        print("icm: eval.png skipped: matplotlib is missing (pip install matplotlib)")
+        print(f"icm: eval.png skipped: matplotlib is missing ({pip_hint('matplotlib')})")
     print(f"-> {out}/labels.jsonl and {out}/eval.md; `icm report {out}` draws the search")
     return 0

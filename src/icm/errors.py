@@ -3,6 +3,15 @@
 The CLI prints `icm: <message>` and exits with code 2; the original exception stays in `__cause__`.
 """
 
+import shlex
+import sys
+
+
+def pip_hint(*packages: str) -> str:
+    """The command that installs `packages` into the environment running icm (a bare `pip` may
+    belong to another one when the virtual environment is not activated)."""
+    return shlex.join([sys.executable, "-m", "pip", "install", *packages])
+
 
 class IcmError(Exception):
     """Base class of every error icm raises on purpose."""

