@@ -179,19 +179,15 @@ def worker(args: argparse.Namespace, method: str, n: int) -> dict:
     sync()
     wall = time.perf_counter() - t0
     tokens = model.tokens - tokens0
+    prefix = len(model.prefix_ids)
+    demo = [len(model._piece(p, y)) for p, y in zip(prompts, labels, strict=True)]
+    query = [len(model._piece(p, -1)) for p in prompts]
     if method == "naive":  # every naive term is a whole prompt: count them all exactly
-        demo = [len(model._piece(p, y)) for p, y in zip(prompts, labels, strict=True)]
-        query = [len(model._piece(p, -1)) for p in prompts]
-        tokens = sum(len(model.prefix_ids) + sum(demo) - demo[i] + query[i] for i in range(n))
+        tokens = sum(prefix + sum(demo) - demo[i] + query[i] for i in range(n))
+    keys = attended("naive" if method == "naive" else "dc", prefix, demo, query)
     cfg = model.model.config
-    heads = getattr(cfg, "num_attention_heads", 1)
+    heads = cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    lengths = (
-        len(model.prefix_ids),
-        [len(model._piece(p, y)) for p, y in zip(prompts, labels, strict=True)],
-        [len(model._piece(p, -1)) for p in prompts],
-    )
-    keys = attended("naive" if method == "naive" else "dc", *lengths)
     embed = model.model.get_input_embeddings().weight.numel()
     # FLOPs: 2 per weight per token (the embedding lookup is free) and 4 per head dimension per
     # layer per attended (token, key) pair (q.k and the weighted sum of values).

@@ -131,6 +131,7 @@ def prepare(cfg: RunConfig):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .backends import where
     from .run import Run
 
     if args.resume:
@@ -163,9 +164,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         Run.check_new(cfg, args.out, args.overwrite)
         model = prepare(cfg)  # bad input fails before the run folder is created or touched
         run = Run.create(cfg, args.out, overwrite=args.overwrite)
-    describe = getattr(model, "describe", None)
-    if args.progress and callable(describe):
-        print(f"icm: model {run.cfg.model} ({describe()})", file=sys.stderr)
+    if args.progress and (how := where(model)):
+        print(f"icm: model {run.cfg.model} ({how})", file=sys.stderr)
     summary = run.execute(model, progress=_progress(args))
     print_summary(summary, run.path)
     return 0

@@ -116,7 +116,7 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .backends import make_model
+    from .backends import make_model, where
     from .eval.icl import EVAL_PNG, EvalConfig, evaluate, write
     from .progress import Bar
     from .tasks import get_task
@@ -125,11 +125,11 @@ def main(args: argparse.Namespace) -> int:
     run = prepare(out, args.seed, args.model, args.score)
     cfg = run.cfg
     model = make_model(cfg, get_task("demo").fmt)
-    describe = getattr(model, "describe", None)
-    where = f" ({describe()})" if callable(describe) else ""
+    how = where(model)
+    shown = f"{cfg.model} ({how})" if how else cfg.model
     print(
         f"icm demo: is a sentence a statement or a question? {TRAIN} claims to label, "
-        f"{TEST} held out; model: {cfg.model}{where}; score: {cfg.search.score}"
+        f"{TEST} held out; model: {shown}; score: {cfg.search.score}"
     )
     summary = run.execute(model=model, progress=Bar() if args.progress else None)
     for line in summary["warnings"]:

@@ -42,4 +42,11 @@ def make_model(cfg: RunConfig, fmt: PromptFormat) -> LabelModel:
     )
 
 
-__all__ = ["LabelModel", "make_model"]
+def where(model: LabelModel) -> str:
+    """How a model runs (device, dtype, threads), for a run's first line; "" for a backend
+    that does not say (`describe` is optional)."""
+    describe = getattr(model, "describe", None)
+    return describe() if callable(describe) else ""
+
+
+__all__ = ["LabelModel", "make_model", "where"]

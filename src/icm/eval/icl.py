@@ -128,7 +128,7 @@ def bootstrap_interval(
 def pgr(method: float, zero: float, gold: float) -> float | None:
     """Performance gap recovered: the share of the zero-shot-to-gold gap a method closes; None
     where gold labels do no better than zero-shot (there is no gap to recover)."""
-    return None if gold <= zero else (method - zero) / (gold - zero) + 0.0
+    return None if gold <= zero else (method - zero) / (gold - zero) + 0.0  # no -0.0
 
 
 def auc(scores: Sequence[float] | np.ndarray, gold: Sequence[int] | np.ndarray) -> float | None:
