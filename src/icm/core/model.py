@@ -53,7 +53,7 @@ def token_counts(model: object, texts: Sequence[str]) -> list[int] | None:
     return None if counts is None else [int(n) for n in counts]
 
 
-@dataclass
+@dataclass(eq=False)  # meters are told apart by identity: two may hold equal counts
 class Usage:
     """Model work: calls (forward passes or requests), prompt tokens, and the prompt tokens a
     server took from its prefix cache instead of computing them."""
