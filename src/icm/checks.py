@@ -18,6 +18,34 @@ CHAIN_DISAGREEMENT = 0.3
 """Chains that disagree on more than this share of rows."""
 
 
+DIAGNOSES = {
+    "found-gold": "the search found the gold labelling",
+    "search": "the search fell short (the gold labelling scores higher than the one found)",
+    "objective": "the objective fell short (the labelling found scores at least as high as "
+    "gold yet differs from it)",
+}
+"""What U of the gold labelling says about a search, by `run.diagnose`'s verdict."""
+
+
+def diagnosis_text(counts: dict[str, int] | None, batches: int) -> str:
+    """What U of the gold labelling says, over the batches: {verdict: batches}."""
+    if not counts:
+        return ""
+    if len(counts) == 1 and batches == 1:
+        return DIAGNOSES[next(iter(counts))]
+    return "; ".join(f"{n} of {batches} batches: {DIAGNOSES[d]}" for d, n in counts.items())
+
+
+def concept_text(concept: dict) -> str:
+    """The concept test in one phrase."""
+    z, bar = concept["z"], concept["bar"]
+    verdict = "clearly above them" if concept.get("holds") else f"not clearly (z <= {bar:.2f})"
+    return (
+        f"under a demonstration order the search never saw, U of the labels found lies {z:.1f} "
+        f"sd above random labellings that obey the rule: {verdict}"
+    )
+
+
 def warnings(summary: dict) -> list[str]:
     """One line per problem found in a run's summary (see the constants above)."""
     out = []
@@ -47,6 +75,12 @@ def warnings(summary: dict) -> list[str]:
         out.append(
             f"inconsistencies: {summary['inconsistencies']} pairs of output labels break the "
             "consistency rule"
+        )
+    concept = summary.get("concept") or {}
+    if concept.get("holds") is False:
+        out.append(
+            f"concept: {concept_text(concept)}; the model may not hold this concept: check "
+            "labels by hand before training on them"
         )
     if summary["searched_share"] < 1:
         out.append(

@@ -68,12 +68,13 @@ def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
         k = kind(f)
         default = f.default if f.default is not dataclasses.MISSING else None
         if k == "bool":
+            on = default is True  # an option that is on by default is turned off with --no-X
             parser.add_argument(
-                flag(f.name),
+                flag(("no_" if on else "") + f.name),
                 dest=f.name,
-                action="store_true",
+                action="store_false" if on else "store_true",
                 default=argparse.SUPPRESS,
-                help=meta["help"],
+                help=("turn off: " if on else "") + meta["help"],
             )
             continue
         conv: Any = _number(int) if k == "int" else _number(float) if k == "float" else str

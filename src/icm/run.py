@@ -28,7 +28,9 @@ from . import files
 from .backends import make_model
 from .checks import warnings
 from .config import RunConfig
-from .core.consistency import Constraint, constraints, repair, violations
+from .core.concept import concept_test
+from .core.consistency import Constraint, Structure, constraints, violations
+from .core.local import Change, settle
 from .core.model import LabelModel, metered, token_counts
 from .core.search import Search, State, Step
 from .errors import ConfigError, DataError, RunError
@@ -278,7 +280,7 @@ def search_job(
             # The trace may hold one line past the checkpoint (killed between the two writes).
             if trace_path.exists():
                 rows = files.read_jsonl(trace_path, torn_tail=True)
-                files.write_jsonl(trace_path, [r for r in rows if r.get("n", 0) <= state.iteration])
+                files.write_jsonl(trace_path, [r for r in rows if in_checkpoint(r, state)])
         else:
             stats = {"seconds": 0.0, "calls": 0, "tokens": 0, "cached_tokens": 0}
             state = search.start(job.seed)
@@ -303,6 +305,13 @@ def search_job(
             progress.step(
                 {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
             )
+        if search.cfg.polish or search.cfg.keep_best:
+            progress.phase(f"{job.name}: polishing the labelling (moves while U rises)")
+        for change in settle(search, state):
+            if stop.is_set():
+                raise Stopped()
+            files.append_jsonl(trace_path, change_row(change, state, data))
+            files.write_json(state_path, {**state.to_json(), **counters()})
         progress.phase(f"{job.name}: final labels and log-odds of {len(data)} claims")
         final = finish(search, state, data, counters)
     files.write_json(final_path, final)
@@ -327,13 +336,36 @@ def trace_row(step: Step, state: State, data: Dataset) -> dict:
     }
 
 
+def change_row(change: Change, state: State, data: Dataset) -> dict:
+    """A trace line for one step of settling (after the iterations)."""
+    return {
+        "n": state.iteration,
+        "polish": state.polish_moves,
+        "step": change.kind,
+        "changed": [data.examples[i].uid for i in change.changed],
+        "U": change.utility,
+        "inconsistencies": change.inconsistencies,
+        "labelled": sum(y >= 0 for y in state.labels),
+        "agreement": agreement(state.labels, data.gold),
+    }
+
+
+def in_checkpoint(row: dict, state: State) -> bool:
+    """Whether a trace line describes work the checkpoint holds (a kill may leave one more)."""
+    n = row.get("n", 0)
+    if "polish" not in row:
+        return n <= state.iteration
+    done = state.polish_moves if state.polish_moves >= 0 else math.inf
+    return n < state.iteration or (n == state.iteration and row["polish"] <= done)
+
+
 def finish(search: Search, state: State, data: Dataset, counters: Callable[[], dict]) -> dict:
     """The search's final labels: its own where it labelled, else the argmax of the log-odds given
-    its labelled set, made consistent with the rule by changing only those filled-in labels."""
+    its labelled set, decided under the rule with the searched labels kept."""
     terms = search.final_terms(state.labels)
     logodds = terms[:, 1] - terms[:, 0]
-    final = [y if y >= 0 else int(lo > 0) for y, lo in zip(state.labels, logodds, strict=True)]
-    final = repair(final, logodds, search.cons, fixed=[y >= 0 for y in state.labels])
+    margin = np.where(np.array(state.labels) >= 0, 0.0, logodds)
+    final = search.structure.decode(margin, keep=state.labels)
     ev = search.evaluate(state.labels)
     c = counters()
     return {
@@ -341,6 +373,7 @@ def finish(search: Search, state: State, data: Dataset, counters: Callable[[], d
         "final": final,
         "logodds": [float(x) for x in logodds],
         "utility": ev.utility,
+        "best_utility": max(state.best_utility, ev.utility),
         "predictability": ev.predictability,
         "inconsistencies": len(violations(search.cons, final)),
         "iterations": state.iteration,
@@ -375,7 +408,7 @@ def combine(
         share = votes.mean(axis=0)
         labels = [int(s > 0.5) if s != 0.5 else votes[best][i] for i, s in enumerate(share)]
         margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
-        labels = repair(labels, margin, cons, fixed=[i in fixed for i in range(len(labels))])
+        labels = Structure(cons, len(labels), fixed).decode(margin)
         searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
         shown = logodds.mean(axis=0)
     else:
@@ -422,6 +455,32 @@ def combine(
         ],
     }
     return rows, summary
+
+
+def review(search: Search, data: Dataset, labels: list[int], seed: list[int]) -> dict:
+    """What a batch's labels are worth, beside them: the model's zero-shot prior, the concept
+    test, and (reporting only, after the search) U of the gold labelling where every row has
+    gold, with which of search and objective fell short."""
+    with metered() as used:
+        out: dict = {"zero_shot_true": zero_shot_true(search.model, data)}
+        rng = np.random.default_rng([*seed, 2**32 - 1])
+        out["concept"] = concept_test(search, labels, rng)
+        out["gold_utility"] = out["diagnosis"] = None
+        if data.gold and all(g is not None for g in data.gold):
+            gold = [int(g) for g in data.gold]  # type: ignore[arg-type]
+            found = search.evaluate(labels).utility
+            out["gold_utility"] = search.evaluate(gold).utility
+            out["diagnosis"] = diagnose(found, out["gold_utility"], labels == gold)
+    return out | {"review_calls": used.calls, "review_tokens": used.tokens}
+
+
+def diagnose(found: float, gold: float, same: bool) -> str:
+    """found-gold: the search found the gold labelling. search: the gold labelling scores
+    higher than the one found (the search fell short). objective: the one found scores at least
+    as high as gold yet differs (the objective prefers other labels)."""
+    if same:
+        return "found-gold"
+    return "search" if gold > found + 1e-9 else "objective"
 
 
 def zero_shot_true(model: LabelModel, data: Dataset) -> float:
@@ -564,8 +623,11 @@ class Run:
                 chains = [finals[b, c] for c in range(cfg.chains)]
                 rows, summary = combine(chains, sub, cons, local[b], cfg.combine)
                 where = f"batch {b + 1}/{len(parts)}" if len(parts) > 1 else "the batch"
-                progress.phase(f"{where}: the model's zero-shot labels, to compare")
-                summary["zero_shot_true"] = zero_shot_true(models.model_for(b), sub)
+                progress.phase(f"{where}: the model's zero-shot labels and the concept test")
+                model = models.model_for(b)
+                search = Search(sub.examples, model, task.rule, cfg.search, local[b])
+                labels = [int(r["icm_label"]) for r in rows]
+                summary |= review(search, sub, labels, [cfg.seed, b])
                 results.append((rows, summary))
                 if models.sequential and b + 1 < len(parts):
                     models.after(b, rows)
@@ -626,10 +688,34 @@ class Run:
             summary["chain_disagreement"] = float(
                 np.average([1 - s["unanimous"] for s in summaries], weights=weights)
             )
+        summary |= overall(summaries)
         summary["labelled_by"] = models.names(len(parts))
         summary["warnings"] = warnings(summary)
         files.write_json(self.path / SUMMARY, summary)
         return summary
+
+
+def overall(summaries: list[dict]) -> dict:
+    """The batches' reviews in one: gold U beside U found, what failed where, the concept test."""
+    golds = [s["gold_utility"] for s in summaries]
+    diagnoses = [s["diagnosis"] for s in summaries if s["diagnosis"]]
+    tests = [s["concept"] for s in summaries]
+    zs = [t["z"] for t in tests if t["z"] is not None]
+    holding = sum(bool(t["holds"]) for t in tests)
+    return {
+        "gold_utility": None if None in golds else sum(golds),
+        "diagnosis": {d: diagnoses.count(d) for d in sorted(set(diagnoses))} or None,
+        "concept": {
+            "z": float(np.mean(zs)) if zs else None,
+            "bar": tests[0]["bar"],
+            "above_null": float(np.mean([t["above_null"] for t in tests])),
+            "batches_holding": holding,
+            "batches": len(tests),
+            "holds": holding * 2 >= len(tests) if zs else None,
+        },
+        "review_calls": sum(s["review_calls"] for s in summaries),
+        "review_tokens": sum(s["review_tokens"] for s in summaries),
+    }
 
 
 def run_parallel(

@@ -101,3 +101,136 @@ def repair(
 
         labels[c.i], labels[c.j] = max(options, key=fit)
     return labels
+
+
+# -- the constraint graph: moves that keep a labelling consistent, and exact decoding ------------
+ENUMERATION_LIMIT = 4096
+"""Consistent assignments enumerated per component at most; beyond, decoding is greedy."""
+
+
+class Structure:
+    """The constraints of one data set as a graph over its examples.
+
+    `move(labels, i, y)` sets example i to y and changes whatever the rule then forces (unit
+    propagation: with one label pinned, every rule here allows one label for a broken partner),
+    so a consistent labelling stays consistent. `decode(margin)` is the consistent labelling that
+    agrees best with signed margins (log-odds), exact per connected component. `fixed` labels (a
+    person's) never change."""
+
+    def __init__(
+        self, cons: Sequence[Constraint], n: int, fixed: dict[int, int] | None = None
+    ) -> None:
+        self.n, self.cons, self.fixed = n, list(cons), dict(fixed or {})
+        self.edges: list[list[tuple[int, Constraint]]] = [[] for _ in range(n)]
+        for c in self.cons:
+            self.edges[c.i].append((c.j, c))
+            self.edges[c.j].append((c.i, c))
+        self.components = self._components()
+
+    def _components(self) -> list[list[int]]:
+        seen, out = [False] * self.n, []
+        for start in range(self.n):
+            if seen[start]:
+                continue
+            seen[start], stack, comp = True, [start], []
+            while stack:
+                i = stack.pop()
+                comp.append(i)
+                for j, _ in self.edges[i]:
+                    if not seen[j]:
+                        seen[j] = True
+                        stack.append(j)
+            out.append(sorted(comp))
+        return out
+
+    @staticmethod
+    def _ok(c: Constraint, i: int, yi: int, yj: int) -> bool:
+        return ((yi, yj) if i == c.i else (yj, yi)) in c.allowed
+
+    def move(self, labels: Sequence[int], i: int, y: int) -> list[int] | None:
+        """`labels` with example i set to y and the labels the rule forces changed with it; None
+        when that would change a fixed label or cannot be made consistent."""
+        if self.fixed.get(i, y) != y:
+            return None
+        out, pinned, todo = list(labels), {i}, [i]
+        out[i] = y
+        while todo:
+            a = todo.pop()
+            for b, c in self.edges[a]:
+                if out[b] < 0 or self._ok(c, a, out[a], out[b]):
+                    continue
+                forced = [v for v in (0, 1) if self._ok(c, a, out[a], v)]
+                if b in pinned or b in self.fixed or len(forced) != 1:
+                    return None
+                out[b] = forced[0]
+                pinned.add(b)
+                todo.append(b)
+        return out
+
+    def assignments(
+        self, comp: Sequence[int], pinned: dict[int, int], limit: int = ENUMERATION_LIMIT
+    ) -> list[list[int]]:
+        """Every consistent labelling of the component's members that keeps `pinned` and the
+        fixed labels, in member order; [] when there is none or more than `limit`."""
+        where = {i: k for k, i in enumerate(comp)}
+        out: list[list[int]] = []
+        current = [-1] * len(comp)
+
+        def extend(k: int) -> bool:
+            if k == len(comp):
+                out.append(list(current))
+                return len(out) <= limit
+            i = comp[k]
+            for v in (0, 1):
+                if pinned.get(i, self.fixed.get(i, v)) != v:
+                    continue
+                earlier = (where[j] < k for j, _ in self.edges[i])
+                if all(
+                    not before or self._ok(c, i, v, current[where[j]])
+                    for before, (j, c) in zip(earlier, self.edges[i], strict=True)
+                ):
+                    current[k] = v
+                    if not extend(k + 1):
+                        return False
+            current[k] = -1
+            return True
+
+        return out if extend(0) else []
+
+    def decode(self, margin: Sequence[float], keep: Sequence[int] | None = None) -> list[int]:
+        """The consistent labelling that maximises the sum of signed margins (> 0 leans True).
+
+        `keep`: labels that stay as they are (>= 0), -1 where free; the free examples are
+        decided given them. A component with no consistent assignment, or more than the limit,
+        is decided greedily, its most certain examples first."""
+        out = list(keep) if keep is not None else [-1] * self.n
+        for i, y in self.fixed.items():
+            out[i] = y
+        pinned = {i: y for i, y in enumerate(out) if y >= 0}
+        for comp in self.components:
+            options = self.assignments(comp, pinned)
+            if options:
+                best = max(options, key=lambda a, comp=comp: _fit(a, comp, margin))
+                for i, v in zip(comp, best, strict=True):
+                    out[i] = v
+            else:
+                self._greedy(comp, out, margin)
+        return out
+
+    def _greedy(self, comp: Sequence[int], out: list[int], margin: Sequence[float]) -> None:
+        kept = [(i, out[i]) for i in comp if out[i] >= 0]
+        for i in sorted(comp, key=lambda i: -abs(margin[i])):
+            if out[i] >= 0:
+                continue
+            y = int(margin[i] > 0)
+            moves = [self.move(out, i, y), self.move(out, i, 1 - y)]
+            ok = [m for m in moves if m is not None and all(m[j] == v for j, v in kept)]
+            if ok:
+                out[:] = ok[0]
+            else:  # no consistent choice is left: the model's own label
+                out[i] = y
+            kept.append((i, out[i]))
+
+
+def _fit(assignment: Sequence[int], comp: Sequence[int], margin: Sequence[float]) -> float:
+    return sum((2 * v - 1) * margin[i] for i, v in zip(comp, assignment, strict=True))

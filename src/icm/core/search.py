@@ -10,16 +10,23 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .consistency import Constraint, constraints, violations
+from .baselines import zero_shot_consistent
+from .consistency import Constraint, Structure, constraints, violations
 from .data import Example
 from .model import LabelModel, carry_meters
 from .score import SCORES, predictability, utility
 
 CLOCKS = ("iteration", "accepted")
+INITS = ("random", "zero-shot")
+"""random: K random (balanced) labels, the paper's start. zero-shot: every example labelled by the
+model's zero-shot log-odds, decoded under the consistency rule (a cheap, gold-free warm start)."""
+MOVES = ("fix", "consistent")
+"""fix: flip one label, then ConsistencyFix (Algorithm 2): the rule is a soft penalty, as in the
+paper. consistent: flip one label and the labels the rule then forces, so every state obeys it."""
 
 
 @dataclass
@@ -66,6 +73,42 @@ class SearchConfig:
     memo_size: int = field(
         default=256, metadata={"help": "scored labellings kept for reuse", "min": 0}
     )
+    orders: int = field(
+        default=1,
+        metadata={
+            "help": "demonstration orders U is averaged over: 1 is the paper (data-set order); "
+            "more make U less a matter of the order the demonstrations happen to come in",
+            "min": 1,
+            "max": 16,
+        },
+    )
+    init: str = field(
+        default="random",
+        metadata={
+            "help": "random (K balanced random labels, the paper) or zero-shot (every example "
+            "labelled by its zero-shot log-odds under the rule)",
+            "choices": INITS,
+        },
+    )
+    moves: str = field(
+        default="fix",
+        metadata={
+            "help": "fix (flip, then ConsistencyFix: the paper) or consistent (flip with the "
+            "labels the rule forces: every state obeys the rule)",
+            "choices": MOVES,
+        },
+    )
+    keep_best: bool = field(
+        default=False,
+        metadata={"help": "end on the best consistent, complete labelling visited, not the last"},
+    )
+    polish: bool = field(
+        default=False,
+        metadata={
+            "help": "after the iterations: complete the labelling, repair it exactly and apply "
+            "single and whole-group moves while one raises U"
+        },
+    )
 
 
 @dataclass
@@ -88,13 +131,33 @@ class State:
     utility: float
     inconsistencies: int
     rng: dict
+    best_utility: float = -math.inf
+    """The highest U of any labelling the search has been in."""
+    best_labels: list[int] | None = None
+    """The consistent labelling of every example with the highest U visited (None: none yet)."""
+    best_complete: float = -math.inf
+    polish_moves: int = 0
+    """Moves the polish has applied; -1 once it found none that raises U."""
 
     def to_json(self) -> dict:
-        return dict(self.__dict__)
+        return {k: _finite(v) for k, v in self.__dict__.items()}
 
     @classmethod
     def from_json(cls, d: dict) -> State:
+        d = dict(d)
+        for k in ("best_utility", "best_complete"):
+            d[k] = -math.inf if d.get(k) is None else d[k]
         return cls(**d)
+
+    def visit(self, labels: list[int], utility: float, complete: bool) -> None:
+        """Remember `labels` if it is the best so far (overall, and among complete ones)."""
+        self.best_utility = max(self.best_utility, utility)
+        if complete and utility > self.best_complete:
+            self.best_labels, self.best_complete = list(labels), utility
+
+
+def _finite(v: object) -> object:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 @dataclass
@@ -137,6 +200,8 @@ class Search:
         self.cfg = config or SearchConfig()
         self.fixed = dict(fixed or {})
         self.cons: list[Constraint] = constraints(rule, self.examples)
+        self.structure = Structure(self.cons, len(self.examples), self.fixed)
+        self.ranks = self.orders_of(len(self.examples), self.cfg.orders)
         self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
         self.rng = np.random.default_rng()
 
@@ -149,9 +214,45 @@ class Search:
         idx = [i for i, y in enumerate(labels) if y >= 0]
         if not idx:
             return np.zeros((0, 2))
-        return self.model.loo_logprobs(
-            [self.examples[i].prompt for i in idx], [labels[i] for i in idx]
-        )
+        out = np.zeros((len(idx), 2))
+        for rank in self.ranks:
+            order = sorted(range(len(idx)), key=lambda k: rank[idx[k]])
+            terms = self.model.loo_logprobs(
+                [self.examples[idx[k]].prompt for k in order], [labels[idx[k]] for k in order]
+            )
+            out[order] += terms
+        return out / len(self.ranks)
+
+    def query(self, labels: Sequence[int], queries: Sequence[int]) -> np.ndarray:
+        """[log P(False), log P(True)] of each example in `queries` after every labelled one
+        (except itself), averaged over the demonstration orders."""
+        out = np.zeros((len(queries), 2))
+        if not len(queries):
+            return out
+        ask = [self.examples[q].prompt for q in queries]
+        for rank in self.ranks:
+            idx = sorted((i for i, y in enumerate(labels) if y >= 0), key=lambda i: rank[i])
+            if len(queries) == 1:  # leave the example itself out of its own prompt
+                idx = [i for i in idx if i != queries[0]]
+            demos = [self.examples[i].prompt for i in idx]
+            out += self.model.query_logprobs(demos, [labels[i] for i in idx], ask)
+        return out / len(self.ranks)
+
+    def reordered(self, r: int) -> Search:
+        """The same search scoring U under order `r` alone (see `orders_of`)."""
+        other = Search(self.examples, self.model, "none", replace(self.cfg, orders=1), self.fixed)
+        other.cons, other.structure = self.cons, self.structure
+        other.ranks = [self.orders_of(len(self.examples), r + 1)[r]]
+        return other
+
+    @staticmethod
+    def orders_of(n: int, orders: int) -> list[list[float]]:
+        """Each order as a rank per example: the data-set order first (the paper's), then
+        fixed random orders (the same for every seed and chain: they define U, not the search)."""
+        ranks = [[float(i) for i in range(n)]]
+        for r in range(1, orders):
+            ranks.append([float(x) for x in np.random.default_rng([n, r]).permutation(n)])
+        return ranks
 
     def evaluate(self, labels: Sequence[int], terms: np.ndarray | None = None) -> Evaluation:
         """U of a labelling; a labelling already scored is not scored again."""
@@ -177,7 +278,7 @@ class Search:
         todo = list(
             {self._key(c): c for c in candidates if self._key(c) not in self._memo}.values()
         )
-        parallel = getattr(self.model, "parallel", 1)
+        parallel = self.width
         if parallel > 1 and len(todo) > 1:
             with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
                 terms = list(pool.map(carry_meters(self._terms), todo))
@@ -185,14 +286,14 @@ class Search:
                 self.evaluate(cand, t)
         return [self.evaluate(c) for c in candidates]
 
+    @property
+    def width(self) -> int:
+        """How many scoring calls the model takes at once (its optional `parallel`)."""
+        return int(getattr(self.model, "parallel", 1))
+
     def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
         """[log P(False), log P(True)] of example `index` given every other labelled example."""
-        idx = [i for i, y in enumerate(labels) if y >= 0 and i != index]
-        return self.model.query_logprobs(
-            [self.examples[i].prompt for i in idx],
-            [labels[i] for i in idx],
-            [self.examples[index].prompt],
-        )[0]
+        return self.query(labels, [index])[0]
 
     # -- Algorithm 2 --------------------------------------------------------------------------
     def consistency_fix(self, labels: list[int]) -> tuple[list[int], Evaluation, int]:
@@ -221,9 +322,28 @@ class Search:
         return labels, current, fixes
 
     # -- Algorithm 1 --------------------------------------------------------------------------
-    def start(self, seed: int | Sequence[int]) -> State:
-        """K random examples with balanced random labels, then ConsistencyFix."""
+    def start(self, seed: int | Sequence[int], labels: Sequence[int] | None = None) -> State:
+        """The first labelling: K random examples with balanced random labels, then
+        ConsistencyFix (the paper); or every example's zero-shot label under the rule; or
+        `labels`, when given (fixed labels are kept)."""
         self.rng = np.random.default_rng(seed)
+        if labels is not None or self.cfg.init == "zero-shot":
+            if labels is None:
+                labels = self.zero_shot()
+            labels = [self.fixed.get(i, y) for i, y in enumerate(labels)]
+            ev = self.evaluate(labels)
+        else:
+            labels = self._random_start()
+            labels, ev, _ = (
+                self.consistency_fix(labels)
+                if self.cfg.moves == "fix"
+                else (labels, self.evaluate(labels), 0)
+            )
+        state = State(labels, 0, 0, ev.utility, ev.inconsistencies, self.rng.bit_generator.state)
+        self._visit(state)
+        return state
+
+    def _random_start(self) -> list[int]:
         n = len(self.examples)
         labels = [self.fixed.get(i, -1) for i in range(n)]
         free = [i for i in range(n) if i not in self.fixed]
@@ -232,9 +352,20 @@ class Search:
         init = np.array([i % 2 for i in range(k)])
         self.rng.shuffle(init)
         for i, y in zip(chosen, init, strict=True):
-            labels[int(i)] = int(y)
-        labels, ev, _ = self.consistency_fix(labels)
-        return State(labels, 0, 0, ev.utility, ev.inconsistencies, self.rng.bit_generator.state)
+            if self.cfg.moves == "fix":
+                labels[int(i)] = int(y)
+            else:  # each new label with what the rule forces, so the start is consistent
+                labels = self.structure.move(labels, int(i), int(y)) or labels
+        return labels
+
+    def zero_shot(self) -> list[int]:
+        """Every example's zero-shot label (no demonstrations), decoded under the rule: the
+        consistent labelling that agrees best with the zero-shot log-odds."""
+        return zero_shot_consistent(self.model, [ex.prompt for ex in self.examples], self.structure)
+
+    def _visit(self, state: State) -> None:
+        complete = all(y >= 0 for y in state.labels)
+        state.visit(state.labels, state.utility, complete and state.inconsistencies == 0)
 
     def resume(self, state: State) -> None:
         self.rng = np.random.default_rng()
@@ -261,38 +392,53 @@ class Search:
         n = state.iteration + 1
         clock = n if self.cfg.clock == "iteration" else state.accepted + 1
         t = temperature(clock, self.cfg)
+        state.iteration = n
         if len(self.fixed) == len(self.examples):  # a person labelled them all: nothing to do
-            state.iteration = n
             return Step(n, t, -1, -1, -1, 0.0, False, True, state.utility, state.inconsistencies, 0)
         i = self.sample(state.labels)
-        y = int(np.argmax(self.predict(state.labels, i)))
+        y = self.propose(state.labels, i)
         prev = state.labels[i]
-        state.iteration = n
-        if y == prev:
+        proposal: list[int] | None = None
+        if y != prev:
+            proposal = list(state.labels)
+            proposal[i] = y
+            if self.cfg.moves == "consistent":
+                proposal = self.structure.move(state.labels, i, y)
+        if proposal is None:  # the model agrees with the label, or the rule forbids the move
             state.rng = self.rng.bit_generator.state
             return Step(n, t, i, y, prev, 0.0, False, True, state.utility, state.inconsistencies, 0)
-        proposal = list(state.labels)
-        proposal[i] = y
-        proposal, ev, fixes = self.consistency_fix(proposal)
+        if self.cfg.moves == "fix":
+            proposal, ev, fixes = self.consistency_fix(proposal)
+        else:
+            ev, fixes = self.evaluate(proposal), 0
         delta = ev.utility - state.utility
         # ConsistencyFix may undo the proposal (fix its pair back): then nothing changes.
         changed = proposal != state.labels
         accept = changed and (delta > 0 or self.rng.random() < math.exp(delta / t))
         if accept:
-            state.labels, state.utility, state.inconsistencies = (
-                proposal,
-                ev.utility,
-                ev.inconsistencies,
-            )
+            state.labels, state.utility = proposal, ev.utility
+            state.inconsistencies = ev.inconsistencies
             state.accepted += 1
+            self._visit(state)
         state.rng = self.rng.bit_generator.state
         return Step(
             n, t, i, y, prev, delta, accept, False, state.utility, state.inconsistencies, fixes
         )
 
+    def propose(self, labels: Sequence[int], i: int) -> int:
+        """argmax_y P(y | x_i, D - i). For a labelled example in consistent moves, the
+        leave-one-out term of the current labelling already is that (no model call)."""
+        if self.cfg.moves == "consistent" and labels[i] >= 0:
+            ev = self.evaluate(labels)
+            row = sum(y >= 0 for y in labels[:i])
+            return int(np.argmax(ev.terms[row]))
+        return int(np.argmax(self.predict(labels, i)))
+
     def run(self, state: State, iterations: int) -> Iterator[Step]:
         """Steps until `state.iteration == iterations`: a total, so a resumed run ends where
         a fresh one does."""
+        if state.iteration < iterations:
+            state.polish_moves = 0  # more iterations: settle again after them
         while state.iteration < iterations:
             yield self.step(state)
 
@@ -305,9 +451,5 @@ class Search:
             out[idx] = self.evaluate(labels).terms
         rest = [i for i, y in enumerate(labels) if y < 0]
         if rest:
-            out[rest] = self.model.query_logprobs(
-                [self.examples[i].prompt for i in idx],
-                [labels[i] for i in idx],
-                [self.examples[i].prompt for i in rest],
-            )
+            out[rest] = self.query(labels, rest)
         return out
