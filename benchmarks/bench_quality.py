@@ -3,11 +3,13 @@
 Each data set is cut into train and test claims by question (group). ICM labels the train claims
 without gold (`icm run` defaults unless flags say otherwise); every test claim is then scored after
 the same train claims as demonstrations, labelled by ICM, with gold, by bootstrapped few-shot, at
-random, or after none at all (`icm eval`). Per seed it prints the evaluation table; at the end the
-mean and spread over seeds of each method's held-out accuracy, ICM's agreement with gold, the
-performance gap recovered PGR = (ICM - zero-shot) / (gold - zero-shot), the labelling cost of ICM
-and of bootstrapped few-shot, and the confidence gap: how much more often ICM's label equals gold
-on the more confident half of the train claims than on the less confident half.
+random, by zero-shot + consistency, or after none at all (`icm eval`), each test claim decided
+alone and (tasks with a rule) each test group decided jointly. Per seed it prints the evaluation
+table; at the end the mean and spread over seeds of each method's held-out accuracy, ICM's
+agreement with gold, the performance gap recovered PGR = (ICM - zero-shot) / (gold - zero-shot),
+the labelling cost of ICM and of the cheap baselines, and the confidence gap: how much more often
+ICM's label equals gold on the more confident half of the train claims than on the less
+confident half.
 
   demo        the demo concept (`icm demo`): is a sentence a statement or a question
   truthfulqa  a TruthfulQA subset of ../shared/data/truthfulqa/train.json
@@ -16,7 +18,8 @@ on the more confident half of the train claims than on the less confident half.
     .venv/bin/python benchmarks/bench_quality.py --datasets truthfulqa --seeds 1
 
 The last line reads:
-demo seeds=5 icm=<acc> gold=<acc> bootstrap=<acc> random=<acc> zero=<acc> pgr=<x> conf_gap=<x>
+demo seeds=5 icm=<acc> gold=<acc> zs_consistency=<acc> bootstrap=<acc> random=<acc> zero=<acc>
+pgr=<x> conf_gap=<x>
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from icm.eval.icl import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ICM_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -106,11 +111,14 @@ def one_seed(name: str, seed: int, work: Path, model, args) -> dict:
     print(markdown(result), flush=True)
     return {
         "agreement": s["agreement"],
-        **{k: m[k]["accuracy"] for k in ("icm", "gold", "bootstrap", "random", "zero-shot")},
+        "zs_agreement": m["zs-consistency"]["demo_agreement"],
+        **{k: m[k]["accuracy"] for k in METHODS},
+        **{f"{k} joint": m[k]["joint"]["accuracy"] for k in METHODS if "joint" in m[k]},
         "pgr": m["icm"].get("pgr"),
         "conf_gap": confidence_gap(rows),
         "icm_cost": m["icm"]["label_cost"],
         "bootstrap_cost": m["bootstrap"]["label_cost"],
+        "zs_cost": m["zs-consistency"]["label_cost"],
     }
 
 
@@ -156,24 +164,29 @@ def main(argv: list[str] | None = None) -> int:
                 return [r[key] for r in runs]
 
             print(f"## {name}: {args.seeds} seeds, mean (sd, range)")
-            for key in ("agreement", "icm", "gold", "bootstrap", "random", "zero-shot", "pgr"):
-                print(f"  {key:10s} {spread(col(key))}")
+            keys = ["agreement", "zs_agreement", *METHODS, "pgr"]
+            keys += [f"{k} joint" for k in METHODS if f"{k} joint" in runs[0]]
+            for key in keys:
+                print(f"  {key:22s} {spread(col(key))}")
             print(f"  conf_gap   {spread(col('conf_gap'))}")
             icm_calls = np.mean([c["model_calls"] or 0 for c in col("icm_cost")])
             boot_calls = np.mean([c["model_calls"] for c in col("bootstrap_cost")])
             icm_tokens = np.mean([c["tokens"] or 0 for c in col("icm_cost")])
             boot_tokens = np.mean([c["tokens"] for c in col("bootstrap_cost")])
+            zs_calls = np.mean([c["model_calls"] for c in col("zs_cost")])
             print(
                 f"  labelling cost: ICM {icm_calls:.0f} calls / {icm_tokens:.0f} tokens, "
-                f"bootstrapped few-shot {boot_calls:.0f} calls / {boot_tokens:.0f} tokens\n"
+                f"bootstrapped few-shot {boot_calls:.0f} calls / {boot_tokens:.0f} tokens, "
+                f"zero-shot + consistency {zs_calls:.0f} calls\n"
             )
             mean = {
                 k: np.mean([v for v in col(k) if v is not None] or [np.nan])
                 for k in runs[0]
-                if k not in ("icm_cost", "bootstrap_cost")
+                if not k.endswith("_cost")
             }
             print(
                 f"{name} seeds={args.seeds} icm={mean['icm']:.3f} gold={mean['gold']:.3f} "
+                f"zs_consistency={mean['zs-consistency']:.3f} "
                 f"bootstrap={mean['bootstrap']:.3f} random={mean['random']:.3f} "
                 f"zero={mean['zero-shot']:.3f} pgr={mean['pgr']:.2f} "
                 f"conf_gap={mean['conf_gap']:.3f}",

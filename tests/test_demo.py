@@ -44,6 +44,8 @@ def test_icm_demo_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr
     for title in ("zero-shot", "random labels", "bootstrapped few-shot", "gold labels", "ICM"):
         assert title in r.stdout
+    # the cheapest baseline beside ICM, and both test-time decodings
+    assert "zero-shot + consistency" in r.stdout and "pairs decided jointly" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["examples"] == TRAIN and summary["inconsistencies"] == 0
     # The default model holds this concept: ICM recovers most of the gold labels without them.
@@ -51,6 +53,9 @@ def test_icm_demo_end_to_end(tmp_path):
     result = json.loads((out / "eval.json").read_text())
     assert result["test_claims"] == TEST
     assert result["methods"]["gold"]["accuracy"] > 0.6
+    joint = result["methods"]["zero-shot"]["joint"]
+    assert joint["n"] == TEST and 0 <= joint["accuracy"] <= 1
+    assert result["search"]["gold_utility"] is not None and result["search"]["concept"]["z"]
     assert (out / "eval.png").stat().st_size > 0
     again = subprocess.run(
         [sys.executable, "-m", "icm", "demo", "--out", str(tmp_path)],

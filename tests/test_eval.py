@@ -64,9 +64,9 @@ def test_pgr_is_the_share_of_the_gap_to_gold_recovered():
 def test_bootstrapped_few_shot_recovers_a_planted_labelling_and_obeys_the_rule():
     """Each claim leans to its planted label, more so the more demonstrations carry theirs;
     pairs (2k, 2k+1) are comparisons of which exactly one is True."""
-    from icm.core.consistency import constraints
+    from icm.core.baselines import bootstrapped_fewshot
+    from icm.core.consistency import Structure, constraints
     from icm.core.data import Example
-    from icm.eval.icl import bootstrap_labels
 
     from .standin import PlantedModel
 
@@ -75,8 +75,8 @@ def test_bootstrapped_few_shot_recovers_a_planted_labelling_and_obeys_the_rule()
     model = PlantedModel(planted, weight=0.3, bias=0.5)
     pair = [("a", "b"), ("b", "a")]
     examples = [Example(str(i), p, i // 2, pair[i % 2]) for i, p in enumerate(prompts)]
-    cons = constraints("asymmetry", examples)
-    labels = bootstrap_labels(model, prompts, cons, rounds=3)
+    structure = Structure(constraints("asymmetry", examples), len(examples))
+    labels = bootstrapped_fewshot(model, prompts, structure, rounds=3)
     assert labels == [planted[p] for p in prompts]
     assert all(labels[2 * k] + labels[2 * k + 1] == 1 for k in range(6))
 
@@ -131,13 +131,24 @@ def test_eval_scores_every_method_on_the_same_demonstrations(tiny_run, test_file
     result = evaluate(tiny_run.path, EvalConfig(test=str(test_file), max_demos=6), default_model)
     labels = files.read_jsonl(tiny_run.path / "labels.jsonl")
     gold = [json.loads(test_file.read_text())[k]["label"] for k in range(6)]
-    assert list(result["methods"]) == ["zero-shot", "random", "bootstrap", "gold", "icm"]
+    assert list(result["methods"]) == [
+        "zero-shot",
+        "zs-consistency",
+        "random",
+        "bootstrap",
+        "gold",
+        "icm",
+    ]
     assert result["test_claims"] == 6 and result["demos"]["count"] == 6
     methods = result["methods"]
     summary = json.loads((tiny_run.path / "summary.json").read_text())
     assert methods["icm"]["label_cost"]["model_calls"] == summary["model_calls"] > 0
     assert methods["gold"]["label_cost"] == {"model_calls": 0, "tokens": 0}
     assert methods["bootstrap"]["label_cost"]["model_calls"] > 0
+    # zero-shot + consistency: one zero-shot query per demonstration; TruthfulQA has no rule,
+    # so its labels are the zero-shot argmax and there is no joint decoding
+    assert methods["zs-consistency"]["label_cost"]["model_calls"] == 6
+    assert all("joint" not in m for m in methods.values())
     assert all(m["eval_cost"]["tokens"] > 0 for m in methods.values())
     if methods["gold"]["accuracy"] != methods["zero-shot"]["accuracy"]:
         assert methods["gold"]["pgr"] == 1.0 and methods["zero-shot"]["pgr"] == 0.0

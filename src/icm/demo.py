@@ -115,6 +115,17 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
     return Run(folder, cfg)
 
 
+def headline(summary: dict, result: dict) -> str:
+    """ICM's agreement with gold beside the cheapest baseline's, each with its cost."""
+    zs = result["methods"]["zs-consistency"]
+    icm_cost = summary["model_calls"] + summary.get("review_calls", 0)
+    return (
+        f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims "
+        f"({icm_cost} model calls); zero-shot + consistency, the cheapest baseline, on "
+        f"{zs['demo_agreement']:.0%} ({zs['label_cost']['model_calls']} calls)"
+    )
+
+
 def main(args: argparse.Namespace) -> int:
     from .backends import make_model, where
     from .eval.icl import EVAL_PNG, EvalConfig, evaluate, write
@@ -139,14 +150,19 @@ def main(args: argparse.Namespace) -> int:
     result = evaluate(out, test, model=model, note=lambda text: say("eval: " + text))
     written = write(result, out)
     m = result["methods"]
-    print(f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims")
+    print(headline(summary, result))
     print(
         f"held-out accuracy, {result['test_claims']} claims, "
         f"{result['demos']['count']} demonstrations labelled by:"
     )
+    print(f"  {'':24s} {'claim by claim':>16s}   {'pairs decided jointly':>21s}")
     for name in m:
         lo, hi = m[name]["ci95"]
-        print(f"  {m[name]['title']:22s} {m[name]['accuracy']:6.1%}   (95% CI {lo:.0%}-{hi:.0%})")
+        joint = m[name].get("joint", {}).get("accuracy")
+        both = f"{joint:6.1%}" if joint is not None else "     -"
+        print(
+            f"  {m[name]['title']:24s} {m[name]['accuracy']:6.1%} ({lo:.0%}-{hi:.0%})   {both:>21s}"
+        )
     if m["icm"].get("pgr") is not None:
         print(f"ICM recovers {m['icm']['pgr']:.0%} of the gap from zero-shot to gold labels (PGR)")
     if m["gold"]["accuracy"] <= 0.6:

@@ -3,6 +3,7 @@
 `icl` needs only numpy; `plots` and `report` need matplotlib (the `eval` extra).
 """
 
-from .icl import METHODS, EvalConfig, auc, bootstrap_interval, evaluate, split_groups
+from .icl import METHODS, EvalConfig, evaluate
+from .stats import auc, bootstrap_interval, split_groups
 
 __all__ = ["METHODS", "EvalConfig", "auc", "bootstrap_interval", "evaluate", "split_groups"]

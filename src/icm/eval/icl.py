@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,19 +22,23 @@ import numpy as np
 
 from .. import files
 from ..backends import make_model
+from ..checks import concept_text, diagnosis_text
 from ..config import RunConfig
-from ..core.consistency import Constraint, constraints, repair
+from ..core.baselines import bootstrapped_fewshot, zero_shot_consistent
+from ..core.consistency import Structure, constraints
 from ..core.model import LabelModel, metered, token_counts
 from ..errors import ContextLengthError, IcmError, RunError
 from ..options import SEED_MAX, check, option
 from ..runfolder import LABELS, SUMMARY, RunFolder, check_output, input_files
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
+from .stats import Resamples, auc, interval, pgr, split_groups
 
-METHODS = ("zero-shot", "random", "bootstrap", "gold", "icm")
-"""In the order of the paper's figure, with bootstrapped few-shot beside it."""
+METHODS = ("zero-shot", "zs-consistency", "random", "bootstrap", "gold", "icm")
+"""In the order of the paper's figure, with the cheap unsupervised baselines beside it."""
 TITLES = {
     "zero-shot": "zero-shot",
+    "zs-consistency": "zero-shot + consistency",
     "random": "random labels",
     "bootstrap": "bootstrapped few-shot",
     "gold": "gold labels",
@@ -79,86 +83,6 @@ class EvalConfig:
     trust_remote_code: bool = option(
         False, "run Python code shipped with the model (only for models you trust)"
     )
-
-
-# -- statistics -----------------------------------------------------------------------------------
-class Resamples:
-    """Bootstrap resamples of whole groups, shared by every method so that differences between
-    methods (PGR) are measured on the same resamples.
-
-    Claims about one question succeed or fail together more often than independent ones would,
-    so resampling claims alone would make the interval too narrow."""
-
-    def __init__(self, groups: Sequence[Hashable], resamples: int = 2000, seed: int = 0) -> None:
-        ids: dict[Hashable, int] = {}
-        self.g = np.array([ids.setdefault(x, len(ids)) for x in groups], dtype=int)
-        self.sizes = np.bincount(self.g, minlength=len(ids)).astype(float)
-        rng = np.random.default_rng(seed)
-        self.pick = rng.integers(len(ids), size=(resamples, len(ids)))
-
-    def accuracy(self, correct: Sequence[bool] | np.ndarray) -> np.ndarray:
-        """The accuracy on every resample."""
-        hits = np.bincount(self.g, weights=np.asarray(correct, float), minlength=len(self.sizes))
-        return hits[self.pick].sum(1) / self.sizes[self.pick].sum(1)
-
-
-def interval(values: np.ndarray, level: float = 0.95) -> list[float] | None:
-    """The percentile interval of resampled values (None where none is defined)."""
-    values = values[np.isfinite(values)]
-    if not len(values):
-        return None
-    tail = (1 - level) / 2
-    return [float(x) for x in np.quantile(values, [tail, 1 - tail])]
-
-
-def bootstrap_interval(
-    correct: Sequence[bool] | np.ndarray,
-    groups: Sequence[Hashable],
-    resamples: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile interval of the accuracy, resampling whole groups with replacement."""
-    if len(correct) == 0:
-        raise ValueError("no claims to resample")
-    lo, hi = interval(Resamples(groups, resamples, seed).accuracy(correct), level)  # type: ignore
-    return lo, hi
-
-
-def pgr(method: float, zero: float, gold: float) -> float | None:
-    """Performance gap recovered: the share of the zero-shot-to-gold gap a method closes; None
-    where gold labels do no better than zero-shot (there is no gap to recover)."""
-    return None if gold <= zero else (method - zero) / (gold - zero) + 0.0  # no -0.0
-
-
-def auc(scores: Sequence[float] | np.ndarray, gold: Sequence[int] | np.ndarray) -> float | None:
-    """Probability that a True claim scores above a False one (ties count half); None if one class
-    is missing. Accuracy hides a model that ranks well but sits on the wrong side of zero."""
-    s, y = np.asarray(scores, dtype=float), np.asarray(gold, dtype=bool)
-    pos, neg = s[y], s[~y]
-    if not len(pos) or not len(neg):
-        return None
-    diff = pos[:, None] - neg[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
-
-
-def split_groups(data: Dataset, fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Row indices of a (train, test) split by whole groups: the same file and seed give the
-    same split. Rows without a group are groups of their own."""
-    if not 0 < fraction < 1:
-        raise IcmError(f"--split-test must be between 0 and 1, got {fraction}")
-    members: dict[Hashable, list[int]] = {}
-    for i, ex in enumerate(data.examples):
-        members.setdefault(ex.group if ex.group is not None else ("row", i), []).append(i)
-    if len(members) < 2:
-        raise IcmError(f"{data.source}: cannot split {len(members)} group into train and test")
-    keys = list(members)
-    n_test = min(max(round(fraction * len(keys)), 1), len(keys) - 1)
-    order = np.random.default_rng(seed).permutation(len(keys))
-    held = {keys[k] for k in order[:n_test]}
-    train = sorted(i for k in keys if k not in held for i in members[k])
-    test = sorted(i for k in held for i in members[k])
-    return train, test
 
 
 # -- the evaluation -------------------------------------------------------------------------------
@@ -254,6 +178,23 @@ def _same_file(a: str, b: str) -> bool:
     return bool(a and b) and Path(a).resolve() == Path(b).resolve()
 
 
+@dataclass
+class Setup:
+    """What every method shares: the claims, the demonstrations and how they are scored."""
+
+    task: Task
+    train: Dataset
+    icm: list[int]
+    test: Dataset
+    info: dict
+    demos: list[int]
+    demo_tokens: int
+    pool: int
+    overlap: int
+    budget: int | None
+    no_gold: int
+
+
 def evaluate(
     run: str | Path,
     cfg: EvalConfig,
@@ -262,7 +203,8 @@ def evaluate(
     overwrite: bool = False,
     note: Callable[[str], None] = lambda text: None,
 ) -> dict:
-    """Accuracy of the argmax label against gold on the test claims, for each method.
+    """Accuracy of the argmax label against gold on the test claims, for each method: claim by
+    claim (the paper's protocol) and, for a task with a rule, each test group decided jointly.
 
     `out`: where the caller will write the result; checked here, before the long work.
     `note(text)` hears what it is doing, step by step."""
@@ -274,147 +216,14 @@ def evaluate(
     task = resolve_task(cfg.task or run_cfg.task)
     train, icm = read_run_labels(folder.path, task)
     test, info = _test_set(run_cfg, cfg, task)
-    keep = [i for i, g in enumerate(test.gold) if g is not None]
-    if not keep:
-        raise IcmError(f"{info['test']}: no test claim has a gold label to score against")
-    no_gold = len(test) - len(keep)
-    test = test.subset(keep)
-    # A demonstration must not reveal a test claim: same groups when both come from one file,
-    # otherwise the same claim text.
-    if _same_file(info["test"], run_cfg.data):
-        held = {ex.group for ex in test.examples}
-        overlap = {i for i, ex in enumerate(train.examples) if ex.group in held}
-    else:
-        asked = {ex.prompt for ex in test.examples}
-        overlap = {i for i, ex in enumerate(train.examples) if ex.prompt in asked}
-    pool = [i for i in range(len(train)) if i not in overlap]
-    has_gold = any(train.gold[i] is not None for i in pool)
-    if has_gold:  # the same demonstrations for every method: those with a gold label
-        pool = [i for i in pool if train.gold[i] is not None]
-
-    scorer = cfg.model or run_cfg.model
-    if model is None:
-        rcfg = dataclasses.replace(
-            run_cfg,
-            model=scorer,
-            threads=cfg.threads or run_cfg.threads,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-        model = make_model(rcfg, task.fmt)
-    budget = cfg.context_tokens or getattr(model, "max_context", None)
-    count = _token_counter(model)
-    queries = [ex.prompt for ex in test.examples]
-    longest = max(count(queries))
-    picked, demo_tokens = choose_demos(
-        [train.examples[i].prompt for i in pool],
-        model,
-        task,
-        budget,
-        cfg.max_demos,
-        longest,
-        cfg.seed,
-    )
-    demos = [pool[k] for k in picked]
-    if not demos:
-        raise IcmError(
-            f"no demonstration fits: {len(pool)} available, token budget {budget}; "
-            "raise --context-tokens or --max-demos"
-        )
-    prompts = [train.examples[i].prompt for i in demos]
-    rng = np.random.default_rng(cfg.seed + 1)
-    random_labels = [k % 2 for k in range(len(demos))]
-    rng.shuffle(random_labels)
-    labellings: dict[str, list[int] | None] = {
-        "zero-shot": [],
-        "random": [int(y) for y in random_labels],
-        "bootstrap": None,
-        "gold": [int(bool(train.gold[i])) for i in demos] if has_gold else None,
-        "icm": [icm[i] for i in demos],
-    }
-    label_cost: dict[str, dict | None] = {m: {"model_calls": 0, "tokens": 0} for m in METHODS}
-    label_cost["icm"] = _run_cost(folder.path)
-    if cfg.fewshot_rounds:
-        note(f"bootstrapped few-shot: labelling the {len(demos)} demonstrations")
-        cons = constraints(task.rule, [train.examples[i] for i in demos])
-        with metered() as used:
-            labellings["bootstrap"] = bootstrap_labels(model, prompts, cons, cfg.fewshot_rounds)
-        label_cost["bootstrap"] = {"model_calls": used.calls, "tokens": used.tokens}
-    gold = np.array(test.gold, dtype=int)
-    groups = [
-        ex.group if ex.group is not None else ("row", i) for i, ex in enumerate(test.examples)
-    ]
-    resamples = Resamples(groups, cfg.bootstrap, cfg.seed)
+    model = model or _scorer(run_cfg, cfg, task)
+    setup = _setup(task, train, icm, test, info, run_cfg, cfg, model)
+    labellings, label_cost = _labellings(setup, model, cfg, folder.path, note)
     calls0, tokens0, t0 = model.calls, model.tokens, time.perf_counter()
-    methods: dict[str, dict] = {}
-    logodds: dict[str, list[float]] = {}
-    resampled: dict[str, np.ndarray] = {}
-    todo = [m for m in METHODS if labellings[m] is not None]
-    for k, name in enumerate(todo, start=1):
-        labels = labellings[name]
-        assert labels is not None
-        shown = prompts if labels else []
-        note(
-            f"scoring {len(queries)} test claims after {len(shown)} demonstrations labelled by "
-            f"{TITLES[name]} ({k}/{len(todo)})"
-        )
-        try:
-            with metered() as used:
-                lp = model.query_logprobs(shown, labels, queries)
-        except ContextLengthError as e:
-            raise IcmError(f"{e} (eval: lower --context-tokens or --max-demos)") from e
-        lo = lp[:, 1] - lp[:, 0]
-        correct = (lo > 0).astype(int) == gold
-        resampled[name] = resamples.accuracy(correct)
-        methods[name] = {
-            "title": TITLES[name],
-            "accuracy": float(correct.mean()),
-            "ci95": interval(resampled[name]),
-            "correct": int(correct.sum()),
-            "n": len(correct),
-            "predicted_true": int((lo > 0).sum()),
-            "auc": auc(lo, gold),
-            "demos": len(labels),
-            "demo_true": int(sum(labels)),
-            "demo_agreement": _agree(labels, [train.gold[i] for i in demos]) if labels else None,
-            "label_cost": label_cost[name],
-            "eval_cost": {"model_calls": used.calls, "tokens": used.tokens},
-        }
-        logodds[name] = [round(float(x), 4) for x in lo]
-    if "gold" in methods:
-        zero, top = methods["zero-shot"]["accuracy"], methods["gold"]["accuracy"]
-        gap = resampled["gold"] - resampled["zero-shot"]
-        for name, m in methods.items():
-            m["pgr"] = pgr(m["accuracy"], zero, top)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                per = (resampled[name] - resampled["zero-shot"]) / gap
-            m["pgr_ci95"] = (
-                interval(np.where(gap > 0, per, np.nan)) if m["pgr"] is not None else None
-            )
+    methods, logodds = _score_all(setup, model, labellings, label_cost, cfg, note)
     return {
-        "kind": "icm eval",
-        "run": str(folder.path),
-        "task": task.name,
-        "model": scorer,
-        "run_model": run_cfg.model,
-        **info,
-        "limit": cfg.limit,
-        "test_claims": len(test),
-        "test_groups": len(set(groups)),
-        "test_true": int(gold.sum()),
-        "test_without_gold": no_gold,
-        "demos": {
-            "count": len(demos),
-            "tokens": demo_tokens,
-            "available": len(pool),
-            "dropped_overlap": len(overlap),
-            "context_tokens": budget,
-            "max_demos": cfg.max_demos,
-            "uids": [train.examples[i].uid for i in demos],
-        },
-        "icm_agreement": {
-            "demos": _agree([icm[i] for i in demos], [train.gold[i] for i in demos]),
-            "run": _agree(icm, train.gold),
-        },
+        **_header(setup, folder.path, run_cfg, cfg),
+        "search": _search_figures(folder.path),
         "methods": methods,
         "seed": cfg.seed,
         "bootstrap": cfg.bootstrap,
@@ -423,28 +232,233 @@ def evaluate(
         "seconds": round(time.perf_counter() - t0, 3),
         "predictions": [
             {"uid": ex.uid, "gold": int(g), **{m: logodds[m][k] for m in logodds}}
-            for k, (ex, g) in enumerate(zip(test.examples, gold, strict=True))
+            for k, (ex, g) in enumerate(zip(setup.test.examples, setup.test.gold, strict=True))
         ],
     }
 
 
-def bootstrap_labels(
-    model: LabelModel, prompts: Sequence[str], cons: Sequence[Constraint], rounds: int
-) -> list[int]:
-    """Bootstrapped few-shot labels: the zero-shot argmax, then, round after round, each example's
-    argmax with every other example's current label as a demonstration (leave-one-out), made
-    consistent with the rule; until nothing changes or `rounds` are done."""
-    lp = model.query_logprobs([], [], prompts)
-    margin = lp[:, 1] - lp[:, 0]
-    labels = repair([int(x > 0) for x in margin], margin, cons, [False] * len(prompts))
-    for _ in range(rounds):
-        lp = model.loo_logprobs(prompts, labels)
-        margin = lp[:, 1] - lp[:, 0]
-        new = repair([int(x > 0) for x in margin], margin, cons, [False] * len(prompts))
-        if new == labels:
-            break
-        labels = new
-    return labels
+def _scorer(run_cfg: RunConfig, cfg: EvalConfig, task: Task) -> LabelModel:
+    rcfg = dataclasses.replace(
+        run_cfg,
+        model=cfg.model or run_cfg.model,
+        threads=cfg.threads or run_cfg.threads,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    return make_model(rcfg, task.fmt)
+
+
+def _setup(
+    task: Task,
+    train: Dataset,
+    icm: list[int],
+    test: Dataset,
+    info: dict,
+    run_cfg: RunConfig,
+    cfg: EvalConfig,
+    model: LabelModel,
+) -> Setup:
+    """The test claims with gold, and the demonstrations: the run's claims that reveal no test
+    claim (same groups when both come from one file, else the same text), with gold where the
+    data has it (so that every method shows the same ones), as many as fit."""
+    keep = [i for i, g in enumerate(test.gold) if g is not None]
+    if not keep:
+        raise IcmError(f"{info['test']}: no test claim has a gold label to score against")
+    no_gold, test = len(test) - len(keep), test.subset(keep)
+    if _same_file(info["test"], run_cfg.data):
+        held = {ex.group for ex in test.examples}
+        overlap = {i for i, ex in enumerate(train.examples) if ex.group in held}
+    else:
+        asked = {ex.prompt for ex in test.examples}
+        overlap = {i for i, ex in enumerate(train.examples) if ex.prompt in asked}
+    pool = [i for i in range(len(train)) if i not in overlap]
+    if any(train.gold[i] is not None for i in pool):
+        pool = [i for i in pool if train.gold[i] is not None]
+    budget = cfg.context_tokens or getattr(model, "max_context", None)
+    longest = max(_token_counter(model)([ex.prompt for ex in test.examples]))
+    prompts = [train.examples[i].prompt for i in pool]
+    picked, used = choose_demos(prompts, model, task, budget, cfg.max_demos, longest, cfg.seed)
+    if not picked:
+        raise IcmError(
+            f"no demonstration fits: {len(pool)} available, token budget {budget}; "
+            "raise --context-tokens or --max-demos"
+        )
+    demos = [pool[k] for k in picked]
+    return Setup(
+        task, train, icm, test, info, demos, used, len(pool), len(overlap), budget, no_gold
+    )
+
+
+def _labellings(
+    setup: Setup, model: LabelModel, cfg: EvalConfig, run: Path, note: Callable[[str], None]
+) -> tuple[dict[str, list[int] | None], dict[str, dict | None]]:
+    """The demonstrations' labels by each method, and what labelling them cost."""
+    train, demos = setup.train, setup.demos
+    prompts = [train.examples[i].prompt for i in demos]
+    rng = np.random.default_rng(cfg.seed + 1)
+    random_labels = [k % 2 for k in range(len(demos))]
+    rng.shuffle(random_labels)
+    has_gold = train.gold[demos[0]] is not None
+    labellings: dict[str, list[int] | None] = {
+        "zero-shot": [],
+        "zs-consistency": None,
+        "random": [int(y) for y in random_labels],
+        "bootstrap": None,
+        "gold": [int(bool(train.gold[i])) for i in demos] if has_gold else None,
+        "icm": [setup.icm[i] for i in demos],
+    }
+    cost: dict[str, dict | None] = {m: {"model_calls": 0, "tokens": 0} for m in METHODS}
+    cost["icm"] = _run_cost(run)
+    cons = constraints(setup.task.rule, [train.examples[i] for i in demos])
+    structure = Structure(cons, len(demos))
+    note(f"zero-shot + consistency: labelling the {len(demos)} demonstrations")
+    with metered() as used:
+        labellings["zs-consistency"] = zero_shot_consistent(model, prompts, structure)
+    cost["zs-consistency"] = {"model_calls": used.calls, "tokens": used.tokens}
+    if cfg.fewshot_rounds:
+        note(f"bootstrapped few-shot: labelling the {len(demos)} demonstrations")
+        with metered() as used:
+            labellings["bootstrap"] = bootstrapped_fewshot(
+                model, prompts, structure, cfg.fewshot_rounds
+            )
+        cost["bootstrap"] = {"model_calls": used.calls, "tokens": used.tokens}
+    return labellings, cost
+
+
+def _score_all(
+    setup: Setup,
+    model: LabelModel,
+    labellings: dict[str, list[int] | None],
+    label_cost: dict[str, dict | None],
+    cfg: EvalConfig,
+    note: Callable[[str], None],
+) -> tuple[dict[str, dict], dict[str, list[float]]]:
+    """Every method's accuracy on the test claims (both protocols), with PGR."""
+    test = setup.test
+    gold = np.array(test.gold, dtype=int)
+    groups = [
+        ex.group if ex.group is not None else ("row", i) for i, ex in enumerate(test.examples)
+    ]
+    resamples = Resamples(groups, cfg.bootstrap, cfg.seed)
+    joint = None
+    if setup.task.rule != "none":
+        joint = Structure(constraints(setup.task.rule, test.examples), len(test))
+    methods: dict[str, dict] = {}
+    logodds: dict[str, list[float]] = {}
+    todo = [m for m in METHODS if labellings[m] is not None]
+    for k, name in enumerate(todo, start=1):
+        labels = labellings[name]
+        assert labels is not None
+        note(
+            f"scoring {len(test)} test claims after {len(labels)} demonstrations labelled by "
+            f"{TITLES[name]} ({k}/{len(todo)})"
+        )
+        lo, used = _test_logodds(setup, model, labels)
+        methods[name] = {
+            "title": TITLES[name],
+            **_accuracy((lo > 0).astype(int) == gold, resamples),
+            "predicted_true": int((lo > 0).sum()),
+            "auc": auc(lo, gold),
+            "demos": len(labels),
+            "demo_true": int(sum(labels)),
+            "demo_agreement": _agree(labels, [setup.train.gold[i] for i in setup.demos])
+            if labels
+            else None,
+            "label_cost": label_cost[name],
+            "eval_cost": used,
+        }
+        if joint is not None:
+            methods[name]["joint"] = _accuracy(np.array(joint.decode(lo)) == gold, resamples)
+        logodds[name] = [round(float(x), 4) for x in lo]
+    _add_pgr(methods, lambda m: m)
+    if joint is not None:
+        _add_pgr(methods, lambda m: m["joint"])
+    return methods, logodds
+
+
+def _test_logodds(setup: Setup, model: LabelModel, labels: list[int]) -> tuple[np.ndarray, dict]:
+    """Each test claim's log-odds after the demonstrations labelled `labels` (none: [])."""
+    shown = [setup.train.examples[i].prompt for i in setup.demos] if labels else []
+    try:
+        with metered() as used:
+            lp = model.query_logprobs(shown, labels, [ex.prompt for ex in setup.test.examples])
+    except ContextLengthError as e:
+        raise IcmError(f"{e} (eval: lower --context-tokens or --max-demos)") from e
+    return lp[:, 1] - lp[:, 0], {"model_calls": used.calls, "tokens": used.tokens}
+
+
+def _accuracy(correct: np.ndarray, resamples: Resamples) -> dict:
+    r = resamples.accuracy(correct)
+    return {
+        "accuracy": float(correct.mean()),
+        "ci95": interval(r),
+        "correct": int(correct.sum()),
+        "n": len(correct),
+        "resampled": r,
+    }
+
+
+def _add_pgr(methods: dict[str, dict], part: Callable[[dict], dict]) -> None:
+    """Each method's PGR and its interval on the same resamples (where gold is there); then
+    the resamples are dropped."""
+    if "gold" in methods:
+        zero, top = part(methods["zero-shot"]), part(methods["gold"])
+        gap = top["resampled"] - zero["resampled"]
+        for m in methods.values():
+            p = part(m)
+            p["pgr"] = pgr(p["accuracy"], zero["accuracy"], top["accuracy"])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per = (p["resampled"] - zero["resampled"]) / gap
+            ci = interval(np.where(gap > 0, per, np.nan)) if p["pgr"] is not None else None
+            p["pgr_ci95"] = ci
+    for m in methods.values():
+        part(m).pop("resampled")
+
+
+def _header(setup: Setup, run: Path, run_cfg: RunConfig, cfg: EvalConfig) -> dict:
+    train, test, demos = setup.train, setup.test, setup.demos
+    groups = {
+        ex.group if ex.group is not None else ("row", i) for i, ex in enumerate(test.examples)
+    }
+    return {
+        "kind": "icm eval",
+        "run": str(run),
+        "task": setup.task.name,
+        "rule": setup.task.rule,
+        "model": cfg.model or run_cfg.model,
+        "run_model": run_cfg.model,
+        **setup.info,
+        "limit": cfg.limit,
+        "test_claims": len(test),
+        "test_groups": len(groups),
+        "test_true": int(sum(int(g) for g in test.gold)),
+        "test_without_gold": setup.no_gold,
+        "demos": {
+            "count": len(demos),
+            "tokens": setup.demo_tokens,
+            "available": setup.pool,
+            "dropped_overlap": setup.overlap,
+            "context_tokens": setup.budget,
+            "max_demos": cfg.max_demos,
+            "uids": [train.examples[i].uid for i in demos],
+        },
+        "icm_agreement": {
+            "demos": _agree([setup.icm[i] for i in demos], [train.gold[i] for i in demos]),
+            "run": _agree(setup.icm, train.gold),
+        },
+    }
+
+
+def _search_figures(run: Path) -> dict | None:
+    """What the run's summary says of its search against gold: U found, U of the gold
+    labelling, which failed (the search or the objective), and the concept test."""
+    try:
+        summary = files.read_json(run / SUMMARY)
+    except IcmError:
+        return None
+    if not isinstance(summary, dict):
+        return None
+    keys = ("utility", "gold_utility", "diagnosis", "concept", "batches")
+    return {k: summary.get(k) for k in keys}
 
 
 def _run_cost(folder: Path) -> dict | None:
@@ -469,9 +483,11 @@ def _pct(x: float | None) -> str:
 
 
 def markdown(result: dict) -> str:
-    """The result as a Markdown table with one line of context above it."""
+    """The result as a Markdown table with one line of context above it (and one below on
+    the search itself, where the run's data has gold labels)."""
     d = result["demos"]
     agree = result["icm_agreement"]
+    joint = any("joint" in m for m in result["methods"].values())
     lines = [
         f"Many-shot ICL on {result['test_claims']} held-out {result['task']} claims "
         f"({result['test_groups']} groups, {result['test_true']} True) from {result['test']}; "
@@ -479,26 +495,57 @@ def markdown(result: dict) -> str:
         f"ICM labels agree with gold on {_pct(agree['demos'])}% of the demonstrations "
         f"({_pct(agree['run'])}% of the run).",
         "",
-        "| method | accuracy (%) | 95% CI | PGR (95% CI) | correct / n | demos (True) | AUC "
-        "| labelling cost | evaluation cost |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | accuracy (%) | 95% CI | PGR (95% CI) | "
+        + ("joint accuracy (%) | joint PGR | " if joint else "")
+        + "correct / n | demos (True) | AUC | labelling cost | evaluation cost |",
+        "| --- | ---: | --- | --- | "
+        + ("---: | --- | " if joint else "")
+        + "---: | ---: | ---: | ---: | ---: |",
     ]
     for m in result["methods"].values():
         lo, hi = m["ci95"]
         auc_s = "-" if m["auc"] is None else f"{m['auc']:.2f}"
+        both = f"{_pct(m['joint']['accuracy'])} | {pgr_text(m['joint'])} | " if joint else ""
         lines.append(
             f"| {m['title']} | {_pct(m['accuracy'])} | {_pct(lo)}-{_pct(hi)} | "
-            f"{pgr_text(m)} | {m['correct']} / {m['n']} | {m['demos']} ({m['demo_true']}) | "
-            f"{auc_s} | {cost_text(m.get('label_cost'))} | {cost_text(m.get('eval_cost'))} |"
+            f"{pgr_text(m)} | {both}{m['correct']} / {m['n']} | {m['demos']} "
+            f"({m['demo_true']}) | {auc_s} | {cost_text(m.get('label_cost'))} | "
+            f"{cost_text(m.get('eval_cost'))} |"
         )
     if d.get("dropped_overlap"):
         lines += ["", overlap_text(result)]
     lines += [
         "",
         "PGR: (method - zero-shot) / (gold - zero-shot), the share of the gap to gold labels a "
-        "method recovers. Cost: model calls / prompt tokens.",
+        "method recovers. Cost: model calls / prompt tokens."
+        + (
+            " Joint: each test group decided together under the task's consistency rule "
+            "(the claim-by-claim columns threshold every claim alone, the paper's protocol)."
+            if joint
+            else ""
+        ),
     ]
+    if (line := search_text(result.get("search"))) is not None:
+        lines += ["", line]
     return "\n".join(lines) + "\n"
+
+
+def search_text(search: dict | None) -> str | None:
+    """One line on the run's search: U found against U of the gold labelling, and the concept
+    test (None when the run's summary says neither)."""
+    if not search:
+        return None
+    parts = []
+    if search.get("gold_utility") is not None:
+        parts.append(
+            f"U of the labelling found {search['utility']:.3f}, of the gold labelling "
+            f"{search['gold_utility']:.3f}: "
+            + diagnosis_text(search.get("diagnosis"), search.get("batches") or 1)
+        )
+    concept = search.get("concept")
+    if concept and concept.get("z") is not None:
+        parts.append(concept_text(concept))
+    return "Search: " + "; ".join(parts) + "." if parts else None
 
 
 def pgr_text(m: dict) -> str:

@@ -12,6 +12,7 @@ from html import escape
 from pathlib import Path
 
 from .. import files
+from ..checks import concept_text, diagnosis_text
 from ..errors import IcmError
 from ..run import load_data
 from ..runfolder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
@@ -168,10 +169,17 @@ def render(folder: str | Path) -> str:
         shown = _num(value, digits) if not isinstance(value, str) else escape(value)
         parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
     parts.append("</div>")
+    # -- the search against gold and the concept test
+    if summary:
+        parts.append(_search_verdict(summary))
     # -- trace plots
+    settled = {k: [r for r in t if "polish" in r] for k, t in traces.items()}
+    traces = {k: [r for r in t if "polish" not in r] for k, t in traces.items()}
     if any(traces.values()):
         parts.append("<h2>Search</h2>")
         parts.append(_img(trace_chart(traces), "U, T, inconsistencies and agreement"))
+    if any(settled.values()):
+        parts.append(_settled(settled))
     # -- label balance
     if labels:
         t = sum(bool(r.get("icm_label")) for r in labels)
@@ -205,8 +213,46 @@ def render(folder: str | Path) -> str:
     )
 
 
+def _search_verdict(summary: dict) -> str:
+    """U found, the best U visited, U of the gold labelling and the concept test, in words."""
+    lines = []
+    best = max(
+        (
+            c.get("best_utility", -1e18)
+            for s in summary.get("per_batch", [])
+            for c in s.get("per_chain", [])
+        ),
+        default=None,
+    )
+    found = f"U of the labels found: {summary['utility']:.3f}"
+    if best is not None and best > -1e17:
+        found += f" (the best state any search visited: {best:.3f})"
+    lines.append(found)
+    if summary.get("gold_utility") is not None:
+        verdict = diagnosis_text(summary.get("diagnosis"), summary.get("batches", 1))
+        lines.append(f"U of the gold labelling: {summary['gold_utility']:.3f}: {verdict}")
+    concept = summary.get("concept") or {}
+    if concept.get("z") is not None:
+        held = f"{concept['batches_holding']} of {concept['batches']} batch(es) pass"
+        lines.append(f"Concept test: {concept_text(concept)} ({held}).")
+    items = "".join(f"<li>{escape(x)}</li>" for x in lines)
+    return f"<h2>Search against objective</h2><ul>{items}</ul>"
+
+
+def _settled(settled: dict[str, list[dict]]) -> str:
+    """What happened after the iterations: back to the best state, completion, repair, polish."""
+    rows = []
+    for name, steps in settled.items():
+        for r in steps:
+            changed = ", ".join(map(str, r.get("changed", [])))
+            rows.append([_td(name), _td(r.get("step")), _td(changed), _td(f"{r['U']:.3f}", True)])
+    head = ["search", "step", "examples changed", "U after"]
+    return "<h2>After the iterations</h2>" + _table(head, rows)
+
+
 def _eval_table(result: dict) -> str:
     context = markdown(result).split("\n\n")[0]
+    joint = any("joint" in m for m in result["methods"].values())
     rows = []
     for m in result["methods"].values():
         lo, hi = m["ci95"]
@@ -216,6 +262,11 @@ def _eval_table(result: dict) -> str:
                 _td(f"{100 * m['accuracy']:.1f}", True),
                 _td(f"{100 * lo:.1f} - {100 * hi:.1f}"),
                 _td(pgr_text(m)),
+                *(
+                    [_td(f"{100 * m['joint']['accuracy']:.1f}", True), _td(pgr_text(m["joint"]))]
+                    if joint
+                    else []
+                ),
                 _td(f"{m['correct']} / {m['n']}", True),
                 _td(f"{m['demos']} ({m['demo_true']} True)", True),
                 _td("-" if m["auc"] is None else f"{m['auc']:.2f}", True),
@@ -223,7 +274,9 @@ def _eval_table(result: dict) -> str:
                 _td(cost_text(m.get("eval_cost")), True),
             ]
         )
-    head = ["method", "accuracy (%)", "95% CI", "PGR (95% CI)", "correct / n", "demos", "AUC"]
+    head = ["method", "accuracy (%)", "95% CI", "PGR (95% CI)"]
+    head += ["joint accuracy (%)", "joint PGR"] if joint else []
+    head += ["correct / n", "demos", "AUC"]
     head += ["labelling: calls / tokens", "evaluation: calls / tokens"]
     note = (
         f"<p>{escape(overlap_text(result))}</p>" if result["demos"].get("dropped_overlap") else ""
