@@ -297,6 +297,21 @@ def cmd_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .eval.compare import COMPARE_PNG, compare, markdown, write
+    from .train.rlconfig import CompareConfig
+
+    names = {f.name for f in dataclasses.fields(CompareConfig)}
+    cfg = CompareConfig(**{k: v for k, v in vars(args).items() if k in names})
+    result = compare(args.a, args.b, cfg, args.out, args.overwrite, say=say)
+    written = write(result, args.out)
+    print(markdown(result), end="")
+    print("-> " + ", ".join(str(p) for p in written))
+    if not any(p.name == COMPARE_PNG for p in written):
+        say(f"{COMPARE_PNG} skipped: matplotlib is missing ({pip_hint('matplotlib')})")
+    return 0
+
+
 def _add_rl(sub) -> None:
     from .train.rlconfig import RLConfig
 
@@ -307,6 +322,20 @@ def _add_rl(sub) -> None:
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no step lines")
     _add_fields(r, RLConfig)
     r.set_defaults(func=cmd_rl)
+
+
+def _add_compare(sub) -> None:
+    from .train.rlconfig import CompareConfig
+
+    c = sub.add_parser("compare", help="two policies head to head: win rate under a judge")
+    c.add_argument("a", help="policy A (anything --model loads, e.g. an `icm rl` folder)")
+    c.add_argument("b", help="policy B, e.g. default (the base policy)")
+    c.add_argument(
+        "--out", required=True, help="folder for compare.json, .md, .png (a run folder is fine)"
+    )
+    c.add_argument("--overwrite", action="store_true", help="replace files icm did not write")
+    _add_fields(c, CompareConfig)
+    c.set_defaults(func=cmd_compare)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -393,6 +422,7 @@ def parser() -> argparse.ArgumentParser:
     _add_fields(f, TrainConfig)
     f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
     _add_rl(sub)
+    _add_compare(sub)
     return p
 
 
