@@ -209,6 +209,9 @@ def bad_cases(tmp: Path, reward: Path, converted: str) -> dict[str, tuple[list[s
     mine = tmp / "mine"
     mine.mkdir(exist_ok=True)
     (mine / "notes.txt").write_text("mine")
+    earlier = tmp / "earlier"
+    earlier.mkdir(exist_ok=True)
+    (earlier / META).write_text('{"kind": "rl", "status": "training"}')
     base = ["--reward", str(reward), "--prompts", str(good)]
     return {
         "no prompts": (
@@ -242,8 +245,13 @@ def bad_cases(tmp: Path, reward: Path, converted: str) -> dict[str, tuple[list[s
         "float16": ([*base, "--dtype", "float16"], "--dtype float16"),
         "template without field": ([*base, "--template", "Hi"], "--template: 'Hi' names no field"),
         "all too long": ([*base, "--max-prompt-tokens", "1"], "longer than --max-prompt-tokens 1"),
+        "too few prompts": (base, "1 prompt(s) to train on, fewer than --prompts-per-step 2"),
         "out is a user's folder": ([*base, "--out", str(mine)], "a folder icm did not write"),
         "out is the prompts file": ([*base, "--out", str(good)], "is a file"),
+        "out is an earlier training": (
+            [*base, "--out", str(earlier)],
+            "holds an icm training: --resume it, or pass --overwrite",
+        ),
         "out is the reward model": ([*base, "--out", str(reward), "--overwrite"], "is an input"),
     }
 
@@ -262,8 +270,10 @@ CASE_IDS = [
     "float16",
     "template without field",
     "all too long",
+    "too few prompts",
     "out is a user's folder",
     "out is the prompts file",
+    "out is an earlier training",
     "out is the reward model",
 ]
 
@@ -287,6 +297,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(
     assert sorted(q.name for q in tmp_path.iterdir()) == before
     assert not out.exists()
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in (tmp_path / "earlier").iterdir()) == [META]
     assert {p: p.read_bytes() for p in snapshot} == snapshot
 
 

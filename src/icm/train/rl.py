@@ -44,7 +44,7 @@ from ..backends.transformers import (
 from ..errors import ConfigError, DataError, IcmError, RunError, pip_hint
 from ..export.write import temp_dir
 from ..options import check
-from ..runfolder import RunFolder, check_output
+from ..runfolder import LOCK, RunFolder, check_output
 from .config import META
 from .prompts import Prompt, load_prompts, pick_template
 from .reward import check_classifier, load_reward, rewards
@@ -132,7 +132,7 @@ class Progress(TrainerCallback):
         self.t = now
         files.append_jsonl(self.path, row)
         if self.show:
-            kl = "-" if row["kl"] is None else f"{row['kl']:.4f}"
+            kl = "-" if row["kl"] is None else f"{row['kl']:.3g}"
             say_line(
                 f"rl step {state.global_step}/{state.max_steps}  reward {row['reward']:+.3f} "
                 f"(sd {row['reward_std'] or 0:.3f})  kl {kl}  length "
@@ -156,12 +156,17 @@ def check_new_out(out: Path, overwrite: bool, cfg: RLConfig) -> None:
 
 
 def start(job: Job, resume: bool) -> RunFolder:
-    """Create (or clear, with --overwrite) the folder, take its lock, write META."""
+    """Take the folder's lock (a second process is refused), clear it for a new run (only an
+    icm training gets here with --overwrite), write META."""
     folder = RunFolder(job.out)
-    if not resume and job.out.exists():
-        shutil.rmtree(job.out)
     job.out.mkdir(parents=True, exist_ok=True)
     folder.lock()
+    if not resume:
+        for p in job.out.iterdir():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.name != LOCK:
+                p.unlink()
     files.write_json(job.out / META, record(job, "training"))
     return folder
 
@@ -228,14 +233,20 @@ def check_options(cfg: RLConfig, device: torch.device) -> None:
         )
 
 
-def fit_prompts(prompts: list[Prompt], tok, limit: int, source: str) -> tuple[list[Prompt], int]:
-    """The prompts of at most `limit` policy tokens, and how many were longer."""
+def fit_prompts(prompts: list[Prompt], tok, cfg: RLConfig) -> tuple[list[Prompt], int]:
+    """The prompts of at most --max-prompt-tokens policy tokens, and how many were longer."""
+    limit = cfg.max_prompt_tokens
     lengths = [len(ids) for ids in tok([p.text for p in prompts]).input_ids]
     kept = [p for p, n in zip(prompts, lengths, strict=True) if n <= limit]
     if not kept:
         raise DataError(
-            f"{source}: every prompt is longer than --max-prompt-tokens {limit} "
+            f"{cfg.prompts}: every prompt is longer than --max-prompt-tokens {limit} "
             f"(shortest: {min(lengths)} tokens)"
+        )
+    if len(kept) < cfg.prompts_per_step:
+        raise DataError(
+            f"{cfg.prompts}: {len(kept)} prompt(s) to train on, fewer than --prompts-per-step "
+            f"{cfg.prompts_per_step}"
         )
     return kept, len(prompts) - len(kept)
 
@@ -264,7 +275,7 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
     set_threads(cfg.threads)
     dtype = pick_dtype(cfg.dtype, device)
     tok, policy = load_pretrained(cfg.model, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    kept, left_out = fit_prompts(prompts, tok, cfg.max_prompt_tokens, cfg.prompts)
+    kept, left_out = fit_prompts(prompts, tok, cfg)
     reward_tok, rm = load_reward(cfg.reward, dtype, cfg.trust_remote_code)
     rm = rm.to(device).eval()
     prints = {
