@@ -90,6 +90,9 @@ def test_rl_trains_logs_and_loads_as_a_model(trained, default_model_converted):
     ]
     assert max(moved) > 1e-4
     assert not (trained / "adapter_config.json").exists()  # merged by default
+    before = (trained / META).read_bytes()
+    assert main(["rl", "--resume", str(trained), "--steps", "2"]) == 2  # below the 3 done
+    assert (trained / META).read_bytes() == before
 
 
 @pytest.mark.slow
@@ -334,3 +337,9 @@ def test_reward_model_records_its_prompt_form(tiny_reward_model):
     meta = json.loads((tiny_reward_model / META).read_text())
     assert meta["kind"] == "reward" and meta["prompt_template"] == "Query: {question}\nResponse 1:"
     assert resolve("default")  # the base it names loads
+
+
+def test_a_recorded_template_without_fields_gives_every_row_one_prompt(tmp_path):
+    rows = tmp_path / "demo.jsonl"  # the demo task's pairs start with "Sentence:" and no field
+    rows.write_text('{"sentence": "It is red."}\n{"sentence": "Is it red?"}\n')
+    assert [p.text for p in load_prompts(str(rows), "Sentence:")] == ["Sentence:"]

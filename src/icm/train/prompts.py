@@ -38,7 +38,8 @@ class Prompt:
 
 
 def template_fields(template: str, option: str = "--template") -> list[str]:
-    """The fields a template names; only plain `{name}` placeholders are allowed."""
+    """The fields a template names (a recorded one may name none: every row gets the same
+    prompt); only plain `{name}` placeholders are allowed."""
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as e:
@@ -50,8 +51,6 @@ def template_fields(template: str, option: str = "--template") -> list[str]:
         if not name.isidentifier() or spec or conv:
             raise ConfigError(f"{option}: only plain {{field}} placeholders, not {{{name}}}")
         names.append(name)
-    if not names:
-        raise ConfigError(f"{option}: {template!r} names no field, e.g. {{question}}")
     return names
 
 
@@ -82,7 +81,10 @@ def pick_template(given: str, *folders: str) -> str:
     """The template to use: the one given, else the first recorded in `folders`, else
     '{question}'."""
     if given:
-        return given.replace("\\n", "\n")
+        given = given.replace("\\n", "\n")
+        if not template_fields(given):
+            raise ConfigError(f"--template: {given!r} names no field, e.g. {{question}}")
+        return given
     for folder in folders:
         if folder and (found := recorded_template(folder)):
             return found

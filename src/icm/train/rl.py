@@ -187,20 +187,24 @@ def record(job: Job, status: str, **extra) -> dict:
     }
 
 
-def last_checkpoint(folder: Path) -> Path | None:
-    """The newest complete checkpoint; one a kill cut short (no trainer state yet) is removed."""
+def checkpoints(folder: Path) -> list[tuple[int, Path, bool]]:
+    """(step, folder, complete) of every checkpoint, newest first; a kill while saving leaves
+    one without its trainer state."""
     found = []
     for p in folder.glob("checkpoint-*"):
         step = p.name.removeprefix("checkpoint-")
         if p.is_dir() and step.isdigit():
-            found.append((int(step), p))
-    best = None
-    for _, p in sorted(found, reverse=True):
-        if (p / "trainer_state.json").is_file() and best is None:
-            best = p
-        elif best is None:
-            shutil.rmtree(p, ignore_errors=True)
-    return best
+            found.append((int(step), p, (p / "trainer_state.json").is_file()))
+    return sorted(found, reverse=True)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; newer ones a kill cut short are removed."""
+    for _, p, complete in checkpoints(folder):
+        if complete:
+            return p
+        shutil.rmtree(p, ignore_errors=True)
+    return None
 
 
 def trim_progress(path: Path, step: int) -> None:
@@ -261,7 +265,11 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
     device = pick_device(cfg.device)
     check_options(cfg, device)
     saved = read_meta(out) if resume else None
-    if not resume:
+    if saved is not None:
+        done = max((n for n, _, ok in checkpoints(out / CHECKPOINTS) if ok), default=0)
+        if cfg.steps < done:
+            raise ConfigError(f"--steps {cfg.steps} is below the {done} steps already done")
+    else:
         check_new_out(out, overwrite, cfg)
     template = pick_template(cfg.template, cfg.reward)
     prompts = load_prompts(cfg.prompts, template, cfg.limit)
