@@ -343,3 +343,12 @@ def test_a_recorded_template_without_fields_gives_every_row_one_prompt(tmp_path)
     rows = tmp_path / "demo.jsonl"  # the demo task's pairs start with "Sentence:" and no field
     rows.write_text('{"sentence": "It is red."}\n{"sentence": "Is it red?"}\n')
     assert [p.text for p in load_prompts(str(rows), "Sentence:")] == ["Sentence:"]
+
+
+def test_the_query_of_an_exported_pair_prompt_is_recovered_for_a_pairwise_judge(tmp_path):
+    rows = tmp_path / "pairs.jsonl"  # `icm export --format rm` of an alpaca run
+    rows.write_text('{"prompt": "Query: Name a colour.\\nResponse 1:", "chosen": " Blue."}\n')
+    (p,) = load_prompts(str(rows), "Query: {question}\nResponse 1:")
+    assert p.text == "Query: Name a colour.\nResponse 1:" and p.question == "Name a colour."
+    (p,) = load_prompts(str(rows), "{question}")
+    assert p.question == p.text

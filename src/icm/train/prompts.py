@@ -111,6 +111,20 @@ def _fields(row: dict, path: str, r: int) -> dict:
     return row
 
 
+def unfill(template: str, names: list[str], text: str) -> str:
+    """The query inside a prompt made by a one-field template (an `icm export` pair prompt,
+    "Query: ...\\nResponse 1:"); the prompt itself otherwise."""
+    if names != ["question"]:
+        return text
+    head, tail = template.split("{question}", 1)
+    inside = len(text) >= len(head) + len(tail)
+    return (
+        text[len(head) : len(text) - len(tail)]
+        if inside and text.startswith(head) and text.endswith(tail)
+        else text
+    )
+
+
 def make_prompt(row: dict, template: str, names: list[str], path: str, r: int) -> Prompt:
     category = next((row[f] for f in CATEGORY_FIELDS if row.get(f) is not None), None)
     if category is not None and not isinstance(category, str | int):
@@ -118,7 +132,7 @@ def make_prompt(row: dict, template: str, names: list[str], path: str, r: int) -
     category = None if category is None else str(category)
     if "prompt" in row:
         text = _text(row, "prompt", path, r)
-        question = text
+        question = unfill(template, names, text)
     else:
         fields = _fields(row, path, r)
         missing = [n for n in names if n not in fields]

@@ -140,7 +140,7 @@ class _CompareOptions:
     template: str = option(
         "",
         "how a row without 'prompt' becomes one; empty: the template the policies were trained "
-        "with when icm trained them, else as for icm rl",
+        "with when icm trained them, else '{question}'",
     )
     limit: int | None = option(
         None, "use only the first this many distinct prompts (default: all)", min=1
