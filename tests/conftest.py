@@ -54,3 +54,81 @@ def default_model():
 
     torch.set_num_threads(1)
     return TransformersModel.load("default", scorer="dc")
+
+
+# Comparisons made up for the RL tests: a sensible answer and a useless one to each query, in
+# both orders (the alpaca task's layout), with a category.
+PAIRS = [
+    ("What is 2 + 2?", "2 + 2 is 4.", "Bananas are yellow.", "helpfulness"),
+    ("Name a colour.", "Blue is a colour.", "I do not know words.", "helpfulness"),
+    ("How many days are in a week?", "A week has seven days.", "Cats sleep a lot.", "helpfulness"),
+    ("What is the capital of France?", "Paris.", "The sea is wet and cold.", "helpfulness"),
+    (
+        "How do I hurt my neighbour?",
+        "I will not help with that.",
+        "Use a big stick.",
+        "harmlessness",
+    ),
+    (
+        "How can I steal a car?",
+        "I cannot help with theft.",
+        "Break the window first.",
+        "harmlessness",
+    ),
+]
+
+
+def comparison_rows() -> list[dict]:
+    """Both orders of every pair; `label` (gold) true when `choice` is the sensible answer."""
+    rows = []
+    for k, (q, good, bad, kind) in enumerate(PAIRS):
+        for first, second, y in ((good, bad, True), (bad, good, False)):
+            rows.append(
+                {
+                    "question": q,
+                    "choice": first,
+                    "choice_2": second,
+                    "label": y,
+                    "consistency_id": k,
+                    "hh_type": kind,
+                }
+            )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def comparison_run(tmp_path_factory) -> Path:
+    """A finished-looking ICM run of the alpaca task over `comparison_rows` (labels = gold)."""
+    from icm import files
+    from icm.config import RunConfig
+
+    folder = tmp_path_factory.mktemp("cmp") / "run"
+    folder.mkdir()
+    (folder / ".icm-run").write_text("made by icm\n")
+    files.write_json(folder / "config.json", RunConfig(task="alpaca", data="").to_json())
+    rows = comparison_rows()
+    files.write_jsonl(
+        folder / "labels.jsonl",
+        (
+            {**r, "icm_label": r["label"], "icm_confidence": 0.6 + 0.05 * (k % 4)}
+            for k, r in enumerate(rows)
+        ),
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(comparison_run, default_model_converted) -> Path:
+    """A reward model trained a few steps on `comparison_run` (shared by the RL tests)."""
+    import torch
+
+    from icm.cli import main
+
+    torch.set_num_threads(1)
+    out = comparison_run.parent / "rm"
+    argv = ["finetune", str(comparison_run), "--reward-model", "--out", str(out)]
+    assert (
+        main([*argv, "--max-steps", "3", "--batch-size", "6", "--lr", "1e-3", "--threads", "1"])
+        == 0
+    )
+    return out

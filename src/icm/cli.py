@@ -269,6 +269,76 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rl(args: argparse.Namespace) -> int:
+    from .options import check
+    from .train.rlconfig import RLConfig, resume_config
+
+    names = {f.name for f in dataclasses.fields(RLConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names}
+    if args.resume:
+        if args.out or args.overwrite:
+            raise ConfigError("--resume continues in its own folder: drop --out/--overwrite")
+        cfg, out = resume_config(args.resume, given), args.resume
+    else:
+        if not args.out:
+            raise ConfigError("pass --out FOLDER for a new policy (or --resume FOLDER)")
+        cfg, out = RLConfig(**given), args.out
+    check(cfg)  # before torch loads: a bad option is one quick line
+    from .train.rl import train_policy
+
+    info = train_policy(cfg, out, args.overwrite, bool(args.resume), show=args.progress, say=say)
+    first, last = info["first"] or {}, info["last"] or {}
+    if first:
+        print(
+            f"{info['steps']} steps ({cfg.algorithm}); mean reward {first['reward']:+.3f} at "
+            f"step {first['step']} -> {last['reward']:+.3f} at step {last['step']}; "
+            f"completion length {last['completion_length']:.1f}"
+        )
+    print(f"policy -> {out} (loads as --model {out})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .eval.compare import COMPARE_PNG, compare, markdown, write
+    from .train.rlconfig import CompareConfig
+
+    names = {f.name for f in dataclasses.fields(CompareConfig)}
+    cfg = CompareConfig(**{k: v for k, v in vars(args).items() if k in names})
+    result = compare(args.a, args.b, cfg, args.out, args.overwrite, say=say)
+    written = write(result, args.out)
+    print(markdown(result), end="")
+    print("-> " + ", ".join(str(p) for p in written))
+    if not any(p.name == COMPARE_PNG for p in written):
+        say(f"{COMPARE_PNG} skipped: matplotlib is missing ({pip_hint('matplotlib')})")
+    return 0
+
+
+def _add_rl(sub) -> None:
+    from .train.rlconfig import RLConfig
+
+    r = sub.add_parser("rl", help="train a policy against a reward model (TRL GRPO or RLOO, LoRA)")
+    r.add_argument("--out", help="folder to write the policy (and its checkpoints) to")
+    r.add_argument("--resume", help="folder of a stopped `icm rl` to go on with")
+    r.add_argument("--overwrite", action="store_true", help="replace a folder icm trained before")
+    r.add_argument("--no-progress", dest="progress", action="store_false", help="no step lines")
+    _add_fields(r, RLConfig)
+    r.set_defaults(func=cmd_rl)
+
+
+def _add_compare(sub) -> None:
+    from .train.rlconfig import CompareConfig
+
+    c = sub.add_parser("compare", help="two policies head to head: win rate under a judge")
+    c.add_argument("a", help="policy A (anything --model loads, e.g. an `icm rl` folder)")
+    c.add_argument("b", help="policy B, e.g. default (the base policy)")
+    c.add_argument(
+        "--out", required=True, help="folder for compare.json, .md, .png (a run folder is fine)"
+    )
+    c.add_argument("--overwrite", action="store_true", help="replace files icm did not write")
+    _add_fields(c, CompareConfig)
+    c.set_defaults(func=cmd_compare)
+
+
 def parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="icm",
@@ -352,6 +422,8 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_fields(f, TrainConfig)
     f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
+    _add_rl(sub)
+    _add_compare(sub)
     return p
 
 

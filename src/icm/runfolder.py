@@ -41,6 +41,7 @@ BATCHES = "batches"
 OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
 """The files of a run folder that --overwrite may remove (besides batches/)."""
 EXTRA_OUTPUTS = ("report.html", "eval.json", "eval.md", "eval.png")
+EXTRA_OUTPUTS += ("compare.json", "compare.md", "compare.png")
 """Files other commands write into a run folder by default: also icm's own."""
 
 

@@ -127,3 +127,27 @@ def balance_chart(true: int, false: int, searched_true: int, searched_false: int
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     return png(fig)
+
+
+def compare_chart(result: dict) -> bytes:
+    """A's win rate against B, overall and per category, with 95% intervals; 50% is a draw."""
+    rows = [("all", result["overall"]), *result["categories"].items()]
+    fig = Figure(figsize=(6.4, 0.9 + 0.45 * len(rows)))
+    ax = fig.add_subplot()
+    for k, (_, s) in enumerate(rows):
+        lo, hi = s["ci95"] or (s["win_rate"], s["win_rate"])
+        rate = 100 * s["win_rate"]
+        ax.barh(k, rate, color="#6a4fb3" if k == 0 else "#9d8bd1", height=0.6)
+        ax.errorbar(rate, k, xerr=[[rate - 100 * lo], [100 * hi - rate]], color="black", capsize=4)
+        ax.text(100 * hi + 1.5, k, f"{rate:.1f}% (n={s['n']})", va="center", fontsize=9)
+    ax.axvline(50, color="black", linestyle=":", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [textwrap.fill(str(r[0]), 16) for r in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 118)
+    ax.set_xlabel("win rate of A (%), ties count half")
+    head = textwrap.shorten(f"A: {result['a']}  vs  B: {result['b']}", 90)
+    judge = textwrap.shorten(f"judge: {result['judge']['path']}", 90)
+    ax.set_title(f"{head}\n{judge}", fontsize=9)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return png(fig)

@@ -17,7 +17,7 @@ from ..errors import IcmError
 from ..run import load_data
 from ..runfolder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
-from .plots import balance_chart, eval_chart, trace_chart
+from .plots import balance_chart, compare_chart, eval_chart, trace_chart
 
 REPORT = "report.html"
 GENERATOR = "icm report"
@@ -196,6 +196,7 @@ def render(folder: str | Path) -> str:
         parts.append("<h2>Evaluation: many-shot in-context accuracy</h2>")
         parts.append(_eval_table(result))
         parts.append(_img(eval_chart(result), "test accuracy by demonstration labels"))
+    parts.append(_compare(folder))
     # -- flips
     if any(traces.values()):
         parts.append(_flips(traces, _claims(cfg)))
@@ -248,6 +249,28 @@ def _settled(settled: dict[str, list[dict]]) -> str:
             rows.append([_td(name), _td(r.get("step")), _td(changed), _td(f"{r['U']:.3f}", True)])
     head = ["search", "step", "examples changed", "U after"]
     return "<h2>After the iterations</h2>" + _table(head, rows)
+def _compare(folder: Path) -> str:
+    """The head-to-head of two policies (`icm compare --out RUN`), when the run has one."""
+    from .compare import COMPARE_JSON
+    from .compare import markdown as compare_markdown
+
+    result = _read_json(folder / COMPARE_JSON)
+    if not result or not isinstance(result.get("overall"), dict):
+        return ""
+    head = compare_markdown(result).split("\n\n")[1]
+    rows = []
+    for name, s in [("all", result["overall"]), *result.get("categories", {}).items()]:
+        lo, hi = s["ci95"] or (None, None)
+        span = "-" if lo is None else f"{100 * lo:.1f} - {100 * hi:.1f}"
+        rows.append(
+            [_td(name), _td(s["n"], True), _td(s["a_wins"], True), _td(s["b_wins"], True)]
+            + [_td(s["ties"], True), _td(f"{100 * s['win_rate']:.1f}", True), _td(span)]
+        )
+    table = _table(["prompts", "n", "A wins", "B wins", "ties", "A's win rate (%)", "95% CI"], rows)
+    return (
+        f"<h2>Head to head: {escape(str(result['a']))} (A) against {escape(str(result['b']))} (B)"
+        f"</h2><p>{escape(head)}</p>{table}" + _img(compare_chart(result), "win rate of A")
+    )
 
 
 def _eval_table(result: dict) -> str:

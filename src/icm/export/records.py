@@ -242,3 +242,29 @@ def _claim_pairs(data: Labelled, names: list[str]) -> list[dict]:
     if one_sided:
         data.skipped["groups with only one label"] = one_sided
     return out
+
+
+def pair_confidence(data: Labelled) -> dict[tuple[str, str, str], float]:
+    """ICM's confidence in each (prompt, chosen, rejected) pair of the rm format: the mean
+    `icm_confidence` of the rows that state it (both orders of a comparison; the two claims of
+    a claim pair). Pairs whose rows carry no confidence are absent."""
+    names = response_fields(data.task)
+    stated: dict[tuple[str, ...], list[float]] = {}
+    for r, (y, c) in enumerate(zip(data.labels, data.confidence, strict=True)):
+        if c is None:
+            continue
+        prompt, texts = _split(data, r, names)
+        if len(texts) == 2:
+            key = (prompt, texts[0], texts[1]) if y else (prompt, texts[1], texts[0])
+        else:
+            key = (prompt, texts[0])
+        stated.setdefault(key, []).append(c)
+    mean = {k: sum(v) / len(v) for k, v in stated.items()}
+    if len(names) == 2:
+        return mean  # type: ignore[return-value]
+    out = {}
+    for p in _pairs(data):
+        a, b = mean.get((p["prompt"], p["chosen"])), mean.get((p["prompt"], p["rejected"]))
+        if a is not None and b is not None:
+            out[(p["prompt"], p["chosen"], p["rejected"])] = (a + b) / 2
+    return out

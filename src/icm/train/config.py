@@ -22,6 +22,13 @@ class TrainConfig:
     max_length: int = option(
         1024, "reward model: longest text in tokens (cut at the end)", min=8, max=10**7
     )
+    margin: float = option(
+        0.0,
+        "reward model: ICM's confidence c in a pair as its margin m = this x (2c - 1), at least "
+        "0, in the loss -log sigmoid(r_chosen - r_rejected - m) (TRL's margin column); 0: none",
+        min=0,
+        max=100,
+    )
     seed: int = option(0, "seed of the LoRA init and the record order", min=0, max=SEED_MAX)
     adapter: bool = option(
         False,
