@@ -79,9 +79,9 @@ def confidence_gap(rows: list[dict]) -> float:
 
 def one_seed(name: str, seed: int, work: Path, model, args) -> dict:
     from icm import files
-    from icm.config import RunConfig
     from icm.eval.icl import EvalConfig, evaluate, markdown, write
     from icm.run import Run
+    from icm.run.config import RunConfig
 
     task, train, test = (demo_rows if name == "demo" else truthfulqa_rows)(args, seed)
     folder = work / f"{name}-{seed}"
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="keep the runs here (default: a temporary folder)")
     args = p.parse_args(argv)
     from icm.backends import make_model
-    from icm.config import RunConfig
+    from icm.run.config import RunConfig
     from icm.tasks import get_task
 
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:

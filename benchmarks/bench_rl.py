@@ -104,8 +104,8 @@ def coin(groups: list[list[dict]], seed: int) -> list[bool]:
 def run_icm(train: list[list[dict]], work: Path, args) -> Path:
     from icm import files
     from icm.backends import make_model
-    from icm.config import RunConfig
     from icm.run import Run
+    from icm.run.config import RunConfig
     from icm.tasks import get_task
 
     data = work / "train.json"

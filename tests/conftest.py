@@ -100,7 +100,7 @@ def comparison_rows() -> list[dict]:
 def comparison_run(tmp_path_factory) -> Path:
     """A finished-looking ICM run of the alpaca task over `comparison_rows` (labels = gold)."""
     from icm import files
-    from icm.config import RunConfig
+    from icm.run.config import RunConfig
 
     folder = tmp_path_factory.mktemp("cmp") / "run"
     folder.mkdir()

@@ -12,8 +12,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from icm.core.model import LabelModel
 
-class PlantedModel:
+
+class PlantedModel(LabelModel):
     def __init__(self, planted: dict[str, int], weight: float = 0.25, bias: float = 3.0) -> None:
         self.planted, self.weight, self.bias = planted, weight, bias
         self.calls = 0

@@ -3,8 +3,8 @@
 import json
 from types import SimpleNamespace
 
-from icm.config import RunConfig
 from icm.run import Run, load_data, split
+from icm.run.config import RunConfig
 
 from .standin import PlantedModel
 

@@ -101,7 +101,7 @@ def test_bad_judges_give_one_line(
     tiny_reward_model, default_model_converted, prompts, tmp_path, capsys
 ):
     from icm import files
-    from icm.config import RunConfig
+    from icm.run.config import RunConfig
 
     claims = tmp_path / "claims"
     claims.mkdir()

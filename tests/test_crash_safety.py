@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from icm.config import RunConfig
 from icm.core.search import SearchConfig
 from icm.errors import ContextLengthError, RunError
 from icm.run import Run
+from icm.run.config import RunConfig
 
 from .conftest import custom_code_model, shared
 

@@ -10,10 +10,10 @@ import pytest
 
 from icm import files
 from icm.cli import main
-from icm.config import RunConfig
 from icm.eval import EvalConfig, auc, bootstrap_interval, evaluate, split_groups
 from icm.eval.icl import choose_demos, pgr
 from icm.run import Run
+from icm.run.config import RunConfig
 from icm.tasks import get_task
 
 from .conftest import shared

@@ -10,8 +10,8 @@ import pytest
 
 from icm import files
 from icm.cli import main
-from icm.config import RunConfig
 from icm.export import export_run, load_labelled, records
+from icm.run.config import RunConfig
 from icm.tasks import get_task
 
 from .conftest import shared

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 
 from icm.cli import main
-from icm.config import RunConfig
+from icm.core.search import SearchConfig
 from icm.errors import RunError
 from icm.run import Run, load_data, split
-from icm.runfolder import RunFolder
+from icm.run.config import RunConfig
+from icm.run.folder import RunFolder
 
 from .standin import PlantedModel
 
@@ -461,8 +462,9 @@ def test_leftover_labels_obey_the_rule_and_the_summary_counts_every_row(tmp_path
                 }
             )
     data = write_rows(tmp_path / "d.jsonl", rows)
-    cfg = RunConfig(task="alpaca", data=str(data), iterations=1)
-    cfg.search.initial = 2
+    cfg = RunConfig(
+        task="alpaca", data=str(data), iterations=1, search=SearchConfig.paper(initial=2)
+    )
 
     class Stubborn(PlantedModel):
         """Says True to everything: argmax leftovers would break every pair."""

@@ -10,7 +10,7 @@ import pytest
 from icm.backends.transformers import TransformersModel
 from icm.cli import main
 from icm.export import prompts, read_labelled
-from icm.iterative import MODEL_DIR
+from icm.run.iterative import MODEL_DIR
 from icm.tasks import get_task
 
 from .conftest import shared

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from icm.progress import Bar
+from icm.run.progress import Bar
 
 
 def row(n: int) -> dict:

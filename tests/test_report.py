@@ -14,11 +14,11 @@ import pytest
 
 from icm import files
 from icm.cli import main
-from icm.config import RunConfig
 from icm.eval import EvalConfig, evaluate
 from icm.eval.icl import write
 from icm.eval.report import write_report
 from icm.run import Run
+from icm.run.config import RunConfig
 
 from .conftest import shared
 

@@ -35,7 +35,7 @@ def test_standin_implements_the_interface():
 )
 def test_search_recovers_planted_labelling(rule, score):
     examples, planted = planted_set()
-    search = Search(examples, PlantedModel(planted), rule, SearchConfig(score=score))
+    search = Search(examples, PlantedModel(planted), rule, SearchConfig.paper(score=score))
     state = search.start(seed=0)
     list(search.run(state, 120))
     final = search.final_terms(state.labels).argmax(1)
@@ -69,7 +69,7 @@ def test_consistency_fix_never_lowers_utility():
         previous_u, previous_labels = None, None
         for m in range(0, 6):
             search = Search(
-                examples, PlantedModel(planted), "same-answer", SearchConfig(fix_steps=m)
+                examples, PlantedModel(planted), "same-answer", SearchConfig.paper(fix_steps=m)
             )
             search.rng = np.random.default_rng(trial)
             fixed, ev, fixes = search.consistency_fix(list(labels))
@@ -115,9 +115,9 @@ def test_temperature_schedule():
 def test_initial_labels_are_balanced_and_random():
     examples, planted = planted_set(40)
     for seed in range(5):
-        state = Search(examples, PlantedModel(planted), "none", SearchConfig(fix_steps=0)).start(
-            seed
-        )
+        state = Search(
+            examples, PlantedModel(planted), "none", SearchConfig.paper(fix_steps=0)
+        ).start(seed)
         labelled = [y for y in state.labels if y >= 0]
         assert len(labelled) == 8 and sum(labelled) == 4
 

@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from icm import files
-from icm.checks import warnings
 from icm.cli import main
-from icm.config import RunConfig
+from icm.core.search import SearchConfig
 from icm.errors import DataError, RunError
 from icm.run import Run, load_data
+from icm.run.checks import warnings
+from icm.run.config import RunConfig
 
 from .standin import PlantedModel
 
@@ -51,7 +52,7 @@ def labels_of(folder: Path) -> list[dict]:
 
 @pytest.mark.parametrize("rule", ["best-u", "vote"])
 def test_chains_combine_and_every_row_has_a_confidence(tmp_path, rule):
-    cfg, model = setup(tmp_path, chains=3, iterations=8, combine=rule)
+    cfg, model = setup(tmp_path, chains=3, iterations=8, combine=rule, search=SearchConfig.paper())
     summary = Run.create(cfg, tmp_path / "run").execute(model)
     rows = labels_of(tmp_path / "run")
     finals = [
@@ -112,8 +113,7 @@ def test_warnings_name_what_a_careful_user_must_check():
 
 
 def test_a_run_records_its_warnings(tmp_path):
-    cfg, _ = setup(tmp_path, iterations=1)
-    cfg.search.initial = 2
+    cfg, _ = setup(tmp_path, iterations=1, search=SearchConfig.paper(initial=2))
 
     class SaysTrue(PlantedModel):
         def _logprobs(self, prompt, demos, labels):
@@ -161,7 +161,8 @@ def test_review_then_fixed_labels(tmp_path, capsys):
     assert sum(bool(r.get("icm_fixed")) for r in out) == 2
     trace = files.read_jsonl(tmp_path / "run2" / "batches" / "000" / "chain-0" / "trace.jsonl")
     uids = {str(k) for k in fixed}
-    assert not [t for t in trace if t["example"] in uids]  # never proposed
+    touched = [t.get("example") for t in trace] + [u for t in trace for u in t.get("changed", [])]
+    assert not uids & set(touched)  # never proposed, never changed when settling
 
     # The same run with other fixed labels is another run: a resume refuses it.
     rows[0]["human_label"] = "true"

@@ -10,12 +10,12 @@ for step in search.run(state, iterations=32):
     ...
 """
 
-from .config import RunConfig
 from .core.data import Example, PromptFormat
 from .core.model import LabelModel
 from .core.search import Search, SearchConfig, State
 from .errors import IcmError
-from .run import Run
+from .run.config import RunConfig
+from .run.driver import Run
 from .tasks import Dataset, Task, get_task, load_task_spec
 
 __version__ = "0.1.0"

@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .config import RunConfig
-from .core.search import SearchConfig
+from .backends import BACKENDS
+from .backends.options import ModelChoice
+from .core.search import ALGORITHMS, SearchConfig
 from .errors import ConfigError, IcmError, pip_hint
-from .options import flag, kind
+from .options import flag, kind, resumable
+from .run.config import RunConfig
 
 EPILOG = """quick start:
   icm demo                                     label a small built-in data set, compare with gold
@@ -23,8 +25,14 @@ A run folder holds config.json, plan.json, the searches' checkpoints and traces 
 labels.jsonl and summary.json. Errors in input files name the file, the row and the field and
 exit with code 2."""
 
-RESUMABLE = {"iterations", "threads", "device", "trust_remote_code", "workers"}
-RESUMABLE |= {"base_url", "concurrency", "timeout", "retries", "call_cache"}  # where, not what
+RUN_OPTIONS: tuple[type, ...] = (
+    ModelChoice,
+    *(backend.options for backend in BACKENDS.values()),
+    RunConfig,
+    SearchConfig,
+)
+"""The dataclasses `icm run` takes its options from, each listed under its own heading."""
+RESUMABLE = resumable(*RUN_OPTIONS)
 """Options that may change when a run is resumed; the rest would change what the run computes."""
 
 
@@ -60,11 +68,14 @@ def _default(text: str, default: object) -> str:
     return f" (default: {default})"
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls: type) -> None:
+def _add_fields(parser: Any, cls: type, skip: set[str] | None = None) -> None:
+    """A flag for each field of `cls` that has help (and is not in `skip`, which gains them)."""
     for f in dataclasses.fields(cls):
         meta = f.metadata
-        if not meta.get("help"):
+        if not meta.get("help") or (skip is not None and f.name in skip):
             continue
+        if skip is not None:
+            skip.add(f.name)
         k = kind(f)
         default = f.default if f.default is not dataclasses.MISSING else None
         if k == "bool":
@@ -99,45 +110,21 @@ def _config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfi
 
 
 def _progress(args: argparse.Namespace):
-    from .progress import Bar
+    from .run.progress import Bar
 
     return Bar() if args.progress else None
 
 
-def prepare(cfg: RunConfig):
-    """Check the options, the data and the model before anything is written; the model."""
-    from .backends import make_model
-    from .core.model import token_counts
-    from .run import load_data, split
-
-    cfg.check()
-    task, data = load_data(cfg)
-    model = make_model(cfg, task.fmt)
-    context = getattr(model, "max_context", None)
-    if context and cfg.context_tokens and cfg.context_tokens > context:
-        window = getattr(model, "window", None)
-        why = f"the sliding window of {window} tokens" if window == context else "the context"
-        raise ConfigError(
-            f"--context-tokens {cfg.context_tokens} exceeds {why} of {cfg.model} ({context})"
-            + (": pass --scorer naive to score longer prompts exactly" if window else "")
-        )
-    counts = token_counts(model, [ex.prompt for ex in data.examples]) if context else None
-    if counts:
-        task.check_lengths(data, counts, context)
-    if cfg.iterative_finetune:
-        from .iterative import check
-
-        check(cfg, len(data), len(split(data, cfg, model)))
-    return model
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .backends import where
-    from .run import Run
+    from .run.driver import Run
+    from .run.plan import prepare
 
     if args.resume:
         if args.out or args.overwrite:
             raise ConfigError("--resume continues a run in its own folder: drop --out/--overwrite")
+        if args.algorithm != "default":
+            raise ConfigError(f"{args.resume}: --resume keeps the run's settings; not --algorithm")
         run = Run.open(args.resume)
         run.folder.lock()  # one process per run folder: refused here, before any work
         changed = set(vars(args)) & (
@@ -155,19 +142,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         done = run.done()
         if cfg.iterations is not None and cfg.iterations < done:
             raise ConfigError(f"--iterations {cfg.iterations} is below the {done} already done")
-        model = prepare(cfg)
+        prepared = prepare(cfg)
         run.cfg = cfg
         run.folder.write_config(cfg)
     else:
         if not args.out:
             raise ConfigError("pass --out FOLDER for a new run (or --resume FOLDER)")
-        cfg = _config(args)
+        cfg = _config(args, RunConfig(search=ALGORITHMS[args.algorithm]()))
         Run.check_new(cfg, args.out, args.overwrite)
-        model = prepare(cfg)  # bad input fails before the run folder is created or touched
+        prepared = prepare(cfg)  # bad input fails before the run folder is created or touched
         run = Run.create(cfg, args.out, overwrite=args.overwrite)
-    if args.progress and (how := where(model)):
+    if args.progress and (how := where(prepared.model)):
         print(f"icm: model {run.cfg.model} ({how})", file=sys.stderr)
-    summary = run.execute(model, progress=_progress(args))
+    summary = run.execute(progress=_progress(args), prepared=prepared)
     print_summary(summary, run.path)
     return 0
 
@@ -361,8 +348,18 @@ def parser() -> argparse.ArgumentParser:
         help="replace a run folder icm made (only icm's files in it are removed)",
     )
     r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    _add_fields(r, RunConfig)
-    _add_fields(r, SearchConfig)
+    r.add_argument(
+        "--algorithm",
+        choices=list(ALGORITHMS),
+        default="default",
+        help="the search options to start from: default (zero-shot start, consistent moves, "
+        "polish, U over 2 orders; see the README) or paper (Algorithm 1 as published); "
+        "the search options below change either",
+    )
+    added: set[str] = set()
+    for cls in RUN_OPTIONS:
+        title = (cls.__doc__ or cls.__name__).strip().split(". ")[0].splitlines()[0]
+        _add_fields(r.add_argument_group(title.rstrip(".")), cls, added)
     r.set_defaults(func=cmd_run)
     d = sub.add_parser("demo", help="run ICM on a small built-in data set with the default model")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")

@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 from . import files
-from .config import RunConfig
 from .core.search import SearchConfig
 from .errors import RunError, pip_hint
-from .run import Run
-from .runfolder import RunFolder
+from .run.config import RunConfig
+from .run.driver import Run
+from .run.folder import RunFolder
 
 NOUNS = [
     "apple",
@@ -129,7 +129,7 @@ def headline(summary: dict, result: dict) -> str:
 def main(args: argparse.Namespace) -> int:
     from .backends import make_model, where
     from .eval.icl import EVAL_PNG, EvalConfig, evaluate, write
-    from .progress import Bar
+    from .run.progress import Bar
     from .tasks import get_task
 
     out = Path(args.out)

@@ -43,3 +43,8 @@ class ServerError(ModelError):
 
 class RunError(IcmError):
     """A run folder cannot be created, read or resumed."""
+
+
+class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
+    """Work gave up at a safe point because other work it belongs with failed or was
+    interrupted (a request of a batch, a search of a run); the first failure is what is raised."""

@@ -1,8 +1,9 @@
 """Options as dataclass fields: the help text is the CLI help, the bounds are checked up front.
 
 A field's metadata holds `help` and, where it applies, `choices`, `min`, `max` (inclusive) or
-`above` (exclusive). `check(obj)` checks every field of a config before anything is written, so a
-bad option is one line naming the option, never a NaN score at the end of a run or a traceback.
+`above` (exclusive), and `resumable` for an option that may change on `--resume`. `check(obj)`
+checks every field of a config before anything is written, so a bad option is one line naming
+the option, never a NaN score at the end of a run or a traceback.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def optional(f: dataclasses.Field) -> bool:
 def _short(v: object) -> str:
     text = repr(v)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def resumable(*classes: type) -> set[str]:
+    """Names of the fields marked `resumable=True`: they may change on `--resume`."""
+    return {f.name for c in classes for f in dataclasses.fields(c) if f.metadata.get("resumable")}
 
 
 def check_value(f: dataclasses.Field, v: object, where: str = "") -> None:

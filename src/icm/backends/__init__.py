@@ -1,52 +1,56 @@
-"""Model backends, one file each, all implementing `icm.core.model.LabelModel`.
+"""Model backends, one file each, every one a subclass of `icm.core.model.LabelModel`.
 
-`make_model(cfg, fmt)` builds the one a run's config names; each backend is imported only when
-asked for (the transformers one imports torch).
+A backend is registered by name with its options dataclass (in `options.py`) and the module that
+builds it; that module is imported only when the backend is used (the transformers one imports
+torch). A new backend is one module, one options dataclass and one `register` line here.
 """
 
 from __future__ import annotations
 
-from ..config import RunConfig
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from ..core.data import PromptFormat
 from ..core.model import LabelModel
+from .options import ModelChoice, OpenAIOptions, TransformersOptions, options_of
 
 
-def make_model(cfg: RunConfig, fmt: PromptFormat) -> LabelModel:
-    """The backend named in the config, with the task's prompt format."""
-    if cfg.backend == "openai":
-        from .openai import OpenAIModel, api_key_from_env
+@dataclass(frozen=True)
+class Backend:
+    """A backend's name, its options and where its builder lives (`module:function`, called
+    as `function(model_name, options, fmt)`)."""
 
-        return OpenAIModel(
-            cfg.base_url,
-            cfg.model,
-            fmt=fmt,
-            top_logprobs=cfg.top_logprobs,
-            concurrency=cfg.concurrency,
-            timeout=cfg.timeout,
-            retries=cfg.retries,
-            api_key=api_key_from_env(),
-            call_cache=cfg.call_cache,
-        )
-    from .transformers import TransformersModel, set_threads
+    name: str
+    options: type
+    builder: str
 
-    set_threads(cfg.threads)
-    return TransformersModel.load(
-        cfg.model,
-        fmt=fmt,
-        scorer=cfg.scorer,
-        device=cfg.device,
-        dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code,
-        device_map=cfg.device_map,
-        pack_tokens=cfg.pack_tokens,
-    )
+    def build(self) -> Callable[[str, Any, PromptFormat], LabelModel]:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module, __package__), function)
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(name: str, options: type, builder: str) -> None:
+    BACKENDS[name] = Backend(name, options, builder)
+
+
+register("transformers", TransformersOptions, ".transformers:from_options")
+register("openai", OpenAIOptions, ".openai:from_options")
+
+
+def make_model(cfg: ModelChoice, fmt: PromptFormat) -> LabelModel:
+    """The backend a config names (`cfg` holds its options too), with the task's prompt format."""
+    backend = BACKENDS[cfg.backend]
+    return backend.build()(cfg.model, options_of(backend.options, cfg), fmt)
 
 
 def where(model: LabelModel) -> str:
-    """How a model runs (device, dtype, threads), for a run's first line; "" for a backend
-    that does not say (`describe` is optional)."""
-    describe = getattr(model, "describe", None)
-    return describe() if callable(describe) else ""
+    """How a model runs (device, dtype, threads), for a run's first line."""
+    return model.describe()
 
 
-__all__ = ["LabelModel", "make_model", "where"]
+__all__ = ["BACKENDS", "LabelModel", "make_model", "register", "where"]

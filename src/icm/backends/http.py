@@ -15,8 +15,8 @@ import threading
 from urllib.parse import urlsplit
 
 from .. import files
-from ..config import check_base_url
-from ..errors import ConfigError, ContextLengthError, ServerError
+from ..errors import ConfigError, ContextLengthError, ServerError, Stopped
+from .options import check_base_url
 
 API_KEY_VARS = ("ICM_API_KEY", "OPENAI_API_KEY")
 """Where the API key is read from, in this order. It is never stored in the run folder."""
@@ -46,10 +46,6 @@ def error_text(data: bytes) -> str:
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
         msg = data.decode("utf-8", "replace")
     return " ".join(str(msg).split())[:300] or "(empty body)"
-
-
-class Stopped(Exception):
-    """A request gave up because another request of its batch failed."""
 
 
 class Abort(threading.Event):

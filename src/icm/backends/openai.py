@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.data import PromptFormat, loo_orders
-from ..core.model import charge
-from ..errors import IcmError, ServerError
-from .http import API_KEY_VARS, Abort, Client, Stopped, api_key_from_env, redact
+from ..core.model import LabelModel, charge
+from ..errors import IcmError, ServerError, Stopped
+from .http import API_KEY_VARS, Abort, Client, api_key_from_env, redact
+from .options import OpenAIOptions
 
 __all__ = ["API_KEY_VARS", "OpenAIModel", "api_key_from_env", "label_logprobs", "redact"]
 
@@ -168,7 +169,7 @@ def both(first, second) -> None:
         raise errors[0]
 
 
-class OpenAIModel:
+class OpenAIModel(LabelModel):
     """A model behind an OpenAI-compatible completions endpoint. Implements `LabelModel`.
 
     `calls` and `tokens` count requests sent and their prompt tokens as the server reports them;
@@ -494,3 +495,18 @@ class OpenAIModel:
     def close(self) -> None:
         if self.cache:
             self.cache.db.close()
+
+
+def from_options(name: str, opts: OpenAIOptions, fmt: PromptFormat) -> OpenAIModel:
+    """The served model `name` with a run's openai options (the backend registry's builder)."""
+    return OpenAIModel(
+        opts.base_url,
+        name,
+        fmt=fmt,
+        top_logprobs=opts.top_logprobs,
+        concurrency=opts.concurrency,
+        timeout=opts.timeout,
+        retries=opts.retries,
+        api_key=api_key_from_env(),
+        call_cache=opts.call_cache,
+    )

@@ -23,13 +23,13 @@ import numpy as np
 import torch
 
 from ..core.data import PromptFormat, loo_orders
-from ..core.model import charge
+from ..core.model import LabelModel, charge
 from ..errors import ConfigError, ContextLengthError, ModelError, pip_hint
+from .options import SCORERS, TransformersOptions
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROBE = "X"
-SCORERS = ("dc", "naive")
 """dc: divide and conquer over the KV cache (about N L log2 N prefill tokens).
 naive: one independent prompt per term (N^2 L tokens), the reference."""
 
@@ -73,8 +73,7 @@ def converted_gguf(path: Path) -> Path:
         raise ModelError(f"{path}: cannot read GGUF model: {e}") from e
     # Dequantised weights are plain fp32: drop the GGUF marker so save_pretrained accepts them.
     model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
+    vars(model.config).pop("quantization_config", None)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
     try:
@@ -174,7 +173,7 @@ def weights_signature(model) -> str:
     """A cheap fingerprint of the weights: the config and a sample of every parameter's values.
 
     Resumes compare it, so a new checkpoint saved under an old name is noticed."""
-    h = hashlib.sha256(getattr(model.config, "model_type", "").encode())
+    h = hashlib.sha256(str(model.config.model_type).encode())
     with torch.no_grad():
         for name, p in model.named_parameters():
             h.update(name.encode())
@@ -321,7 +320,7 @@ class Packed:
         }
 
 
-class TransformersModel:
+class TransformersModel(LabelModel):
     """A causal LM scored locally. Implements `icm.core.model.LabelModel`."""
 
     def __init__(
@@ -342,7 +341,7 @@ class TransformersModel:
         # With a device map the inputs go where the embeddings are; layers move them on.
         self.device = model.get_input_embeddings().weight.device
         self.pack_tokens = default_pack(self.device) if pack_tokens is None else pack_tokens
-        self.max_context = max_context or getattr(model.config, "max_position_embeddings", None)
+        self.max_context = max_context or model.config.to_dict().get("max_position_embeddings")
         self.window = sliding_window(model.config)
         if self.window and scorer == "dc" and (self.max_context or 1e18) > self.window:
             # Each divide-and-conquer branch crops the cache back, which a window that has
@@ -360,7 +359,7 @@ class TransformersModel:
         self.calls = self.tokens = self.cached_tokens = 0
         self.identity = {
             "backend": "transformers",
-            "model": getattr(model.config, "_name_or_path", ""),
+            "model": model.config.name_or_path,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
             "weights": weights_signature(model),
         }
@@ -639,3 +638,18 @@ class TransformersModel:
             for i, logits in self._forward_packed(tree, cache).items():
                 out[i] = self._label_logprobs(logits)
         return out
+
+
+def from_options(name: str, opts: TransformersOptions, fmt: PromptFormat) -> TransformersModel:
+    """The model `name` with a run's transformers options (the backend registry's builder)."""
+    set_threads(opts.threads)
+    return TransformersModel.load(
+        name,
+        fmt=fmt,
+        scorer=opts.scorer,
+        device=opts.device,
+        dtype=opts.dtype,
+        trust_remote_code=opts.trust_remote_code,
+        device_map=opts.device_map,
+        pack_tokens=opts.pack_tokens,
+    )

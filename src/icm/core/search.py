@@ -110,6 +110,19 @@ class SearchConfig:
         },
     )
 
+    @classmethod
+    def paper(cls, **kw) -> SearchConfig:
+        """Algorithm 1 and 2 as the paper states them: K random labels, flip + ConsistencyFix,
+        the last state, U in data-set order (`icm run --algorithm paper`)."""
+        return cls(
+            **{"init": "random", "moves": "fix", "keep_best": False, "polish": False}
+            | {"orders": 1, **kw}
+        )
+
+
+ALGORITHMS = {"default": SearchConfig, "paper": SearchConfig.paper}
+"""Named starting points for the search options (`icm run --algorithm`)."""
+
 
 @dataclass
 class Evaluation:
@@ -273,7 +286,7 @@ class Search:
 
     def evaluate_all(self, candidates: Sequence[Sequence[int]]) -> list[Evaluation]:
         """U of several labellings. Those not scored yet are scored at once when the model can
-        take several calls at once (its optional `parallel`, e.g. a server's streams): the
+        take several calls at once (its `parallel`, e.g. a server's streams): the
         result is the same as one after the other."""
         todo = list(
             {self._key(c): c for c in candidates if self._key(c) not in self._memo}.values()
@@ -288,8 +301,8 @@ class Search:
 
     @property
     def width(self) -> int:
-        """How many scoring calls the model takes at once (its optional `parallel`)."""
-        return int(getattr(self.model, "parallel", 1))
+        """How many scoring calls the model takes at once (its `parallel`)."""
+        return self.model.parallel
 
     def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
         """[log P(False), log P(True)] of example `index` given every other labelled example."""

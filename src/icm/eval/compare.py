@@ -23,7 +23,7 @@ import numpy as np
 from .. import files
 from ..errors import IcmError
 from ..options import check
-from ..runfolder import RunFolder, check_output
+from ..run.folder import RunFolder, check_output
 from ..train.prompts import Prompt, load_prompts, pick_template
 from ..train.rlconfig import CompareConfig
 from .icl import Resamples, interval

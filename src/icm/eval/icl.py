@@ -22,14 +22,14 @@ import numpy as np
 
 from .. import files
 from ..backends import make_model
-from ..checks import concept_text, diagnosis_text
-from ..config import RunConfig
 from ..core.baselines import bootstrapped_fewshot, zero_shot_consistent
 from ..core.consistency import Structure, constraints
-from ..core.model import LabelModel, metered, token_counts
+from ..core.model import LabelModel, metered, token_costs
 from ..errors import ContextLengthError, IcmError, RunError
 from ..options import SEED_MAX, check, option
-from ..runfolder import LABELS, SUMMARY, RunFolder, check_output, input_files
+from ..run.checks import concept_text, diagnosis_text
+from ..run.config import RunConfig
+from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
 from .stats import Resamples, auc, interval, pgr, split_groups
@@ -120,11 +120,6 @@ def _is_eval(path: Path) -> bool:
     return isinstance(d, dict) and d.get("kind") == "icm eval"
 
 
-def _token_counter(model: LabelModel) -> Callable[[Sequence[str]], list[int]]:
-    """Token counts by the model's tokenizer or, without one, a generous guess."""
-    return lambda texts: token_counts(model, texts) or [len(t) // 2 + 1 for t in texts]
-
-
 def choose_demos(
     prompts: Sequence[str],
     model: LabelModel,
@@ -136,7 +131,10 @@ def choose_demos(
 ) -> tuple[list[int], int]:
     """Indices of the demonstrations, in prompt order, and their token count: a seeded shuffle
     cut where the next one would not fit `budget` (room is kept for the longest query)."""
-    count = _token_counter(model)
+
+    def count(texts: Sequence[str]) -> list[int]:
+        return token_costs(model, texts)
+
     order = np.random.default_rng(seed).permutation(len(prompts))
     # Room for the longest query, the format's prefix and a BOS token.
     room = budget - longest_query - count([task.fmt.prefix])[0] - 1 if budget else None
@@ -273,8 +271,8 @@ def _setup(
     pool = [i for i in range(len(train)) if i not in overlap]
     if any(train.gold[i] is not None for i in pool):
         pool = [i for i in pool if train.gold[i] is not None]
-    budget = cfg.context_tokens or getattr(model, "max_context", None)
-    longest = max(_token_counter(model)([ex.prompt for ex in test.examples]))
+    budget = cfg.context_tokens or model.max_context
+    longest = max(token_costs(model, [ex.prompt for ex in test.examples]))
     prompts = [train.examples[i].prompt for i in pool]
     picked, used = choose_demos(prompts, model, task, budget, cfg.max_demos, longest, cfg.seed)
     if not picked:

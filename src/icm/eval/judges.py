@@ -23,7 +23,7 @@ from ..backends.transformers import load_pretrained, pick_dtype
 from ..core.model import token_counts
 from ..errors import ContextLengthError, IcmError, ModelError
 from ..export.records import response_fields
-from ..runfolder import MARKER, RunFolder
+from ..run.folder import MARKER, RunFolder
 from ..tasks import resolve_task
 from ..train.prompts import Prompt
 from ..train.reward import check_classifier, load_reward, rewards

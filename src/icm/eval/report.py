@@ -12,10 +12,10 @@ from html import escape
 from pathlib import Path
 
 from .. import files
-from ..checks import concept_text, diagnosis_text
 from ..errors import IcmError
-from ..run import load_data
-from ..runfolder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
+from ..run.checks import concept_text, diagnosis_text
+from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
+from ..run.plan import load_data
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
 
@@ -249,6 +249,8 @@ def _settled(settled: dict[str, list[dict]]) -> str:
             rows.append([_td(name), _td(r.get("step")), _td(changed), _td(f"{r['U']:.3f}", True)])
     head = ["search", "step", "examples changed", "U after"]
     return "<h2>After the iterations</h2>" + _table(head, rows)
+
+
 def _compare(folder: Path) -> str:
     """The head-to-head of two policies (`icm compare --out RUN`), when the run has one."""
     from .compare import COMPARE_JSON

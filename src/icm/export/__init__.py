@@ -8,17 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..runfolder import RunFolder, check_output, input_files
-from .records import (
-    FORMATS,
-    Labelled,
-    labelled_rows,
-    load_labelled,
-    prompts,
-    read_labelled,
-    records,
-    response_fields,
-)
+from ..run.folder import RunFolder, check_output, input_files
+from ..run.labels import Labelled, labelled_rows, load_labelled, read_labelled
+from . import matrix  # noqa: F401 - registers the label-matrix format
+from .records import FORMATS, prompts, records, response_fields
 from .write import container, is_export, write
 
 

@@ -12,6 +12,7 @@ Formats (TRL's names for the dataset types in brackets):
   labels    the run's rows without the gold field, with icm_label
   review    the least certain rows first, for a person to label: icm_row, the task's fields,
             icm_label, icm_confidence and an empty human_label (`icm run --fixed-labels` reads it)
+  label-matrix  one column per chain for weak-supervision tools (matrix.py)
 
 Pairs come straight from comparison tasks (rule asymmetry: ICM True means the first response is
 better; a pair whose two orders ICM labels alike is contradictory and left out), and from claim
@@ -23,98 +24,46 @@ response) and the completion is the claim itself, so prompt + completion reads a
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable
 
-from ..errors import DataError, RunError
-from ..files import read_jsonl
-from ..runfolder import LABELS, RunFolder
-from ..tasks import Task, resolve_task
+from ..errors import DataError
+from ..run.labels import Labelled
+from ..tasks import Task
 
-FORMATS = ("sft", "sft-chat", "kto", "dpo", "rm", "labels", "review")
-ICM_FIELDS = (
-    "icm_label",
-    "icm_logodds",
-    "icm_searched",
-    "icm_confidence",
-    "icm_batch",
-    "icm_fixed",
-)
+Formatter = Callable[[Labelled, "int | None"], list[dict]]
+"""A format: (the run's labelled rows, --least-certain) -> its records."""
+FORMATS: dict[str, Formatter] = {}
+"""Every export format by name; a module adds one with `@export_format(name)`."""
 
 
-@dataclass
-class Labelled:
-    """A run's claims with their ICM labels; `rows` have the gold field removed."""
+def export_format(name: str) -> Callable[[Formatter], Formatter]:
+    def add(fn: Formatter) -> Formatter:
+        FORMATS[name] = fn
+        return fn
 
-    task: Task
-    rows: list[dict]
-    labels: list[bool]
-    source: str
-    skipped: dict[str, int] = field(default_factory=dict)
-    """Why some pairs were left out (reported, not fatal)."""
-    rows_in_file: list[int] = field(default_factory=list)
-    """Each row's position in the labels file (0-based)."""
-    confidence: list[float | None] = field(default_factory=list)
-    fixed: list[bool] = field(default_factory=list)
-
-
-def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
-    """labels.jsonl of a run folder, with its task from config.json."""
-    run = RunFolder(folder)
-    cfg = run.read_config()
-    path = run.path / LABELS
-    if not path.exists():
-        raise RunError(f"{run.path}: no {LABELS} yet: let the run finish (or --resume it)")
-    return read_labelled(path, resolve_task(cfg.task), searched_only)
-
-
-def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
-    """A labels.jsonl file read for `task`; every row is checked against the task first, so an
-    error names the row of the file."""
-    return labelled_rows(read_jsonl(path), task, str(path), searched_only)
-
-
-def labelled_rows(
-    raw: list[dict], task: Task, source: str, searched_only: bool = False
-) -> Labelled:
-    """Rows with their `icm_label` (as labels.jsonl holds them) as training material."""
-    if raw:
-        task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], source)
-    out = Labelled(task, [], [], source)
-    for r, row in enumerate(raw, start=1):
-        y = row.get("icm_label")
-        if not isinstance(y, bool):
-            raise DataError(
-                f"{source}: row {r}: field 'icm_label' must be true or false, got {y!r}"
-            )
-        if searched_only and not row.get("icm_searched", True):
-            continue
-        conf = row.get("icm_confidence")
-        out.rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
-        out.labels.append(y)
-        out.rows_in_file.append(r - 1)
-        out.confidence.append(float(conf) if isinstance(conf, int | float) else None)
-        out.fixed.append(row.get("icm_fixed") is True)
-    if not out.rows:
-        raise DataError(f"{source}: no labelled rows" + (" searched" if searched_only else ""))
-    return out
+    return add
 
 
 def records(data: Labelled, fmt: str, least_certain: int | None = None) -> list[dict]:
     """The records of one format; raises when the format yields none (e.g. no pair)."""
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "review":
-        return review(data, least_certain)
-    if fmt == "labels":
-        return [{**row, "icm_label": y} for row, y in zip(data.rows, data.labels, strict=True)]
-    if fmt in ("sft", "sft-chat"):
-        return list(_sft(data, chat=fmt == "sft-chat"))
-    out = _kto(data) if fmt == "kto" else _pairs(data)
-    if not out:
+    out = FORMATS[fmt](data, least_certain)
+    if not out and fmt not in ("review", "labels"):
         why = ", ".join(f"{n} {k}" for k, n in data.skipped.items()) or "no pairable claims"
         raise DataError(f"{data.source}: the {fmt} export has no records ({why})")
     return out
+
+
+export_format("sft")(lambda data, _: list(_sft(data, chat=False)))
+export_format("sft-chat")(lambda data, _: list(_sft(data, chat=True)))
+export_format("kto")(lambda data, _: _kto(data))
+export_format("dpo")(lambda data, _: _pairs(data))
+export_format("rm")(lambda data, _: _pairs(data))
+export_format("labels")(
+    lambda data, _: [{**row, "icm_label": y} for row, y in zip(data.rows, data.labels, strict=True)]
+)
+export_format("review")(lambda data, k: review(data, k))
 
 
 def review(data: Labelled, k: int | None) -> list[dict]:

@@ -301,3 +301,9 @@ def get_task(name: str) -> Task:
 
 def task_names() -> list[str]:
     return sorted(_TASKS)
+
+
+def agreement(labels: Sequence[int], gold: Sequence[int | None]) -> float | None:
+    """Fraction of labelled examples with gold whose ICM label matches it (reporting only)."""
+    pairs = [(y, g) for y, g in zip(labels, gold, strict=True) if y >= 0 and g is not None]
+    return sum(y == g for y, g in pairs) / len(pairs) if pairs else None

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import IcmError, RunError, pip_hint
 from ..options import check
-from ..runfolder import RunFolder, check_output, input_files
+from ..run.folder import RunFolder, check_output, input_files
 from .config import META, TrainConfig
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..backends.options import DTYPES, threads_option, trust_option
 from ..options import SEED_MAX, option
 
 META = "icm_train.json"
 """Written into every trained folder: what it was trained from and how."""
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -41,13 +41,5 @@ class TrainConfig:
         "weights dtype while training (auto: bfloat16 on a GPU that has it, else float32)",
         choices=DTYPES,
     )
-    trust_remote_code: bool = option(
-        False, "run Python code shipped with the model (only for models you trust)"
-    )
-    threads: int | None = option(
-        None,
-        "CPU threads for torch (default: the physical cores less those other work keeps busy,"
-        " at least 1)",
-        min=1,
-        max=1024,
-    )
+    trust_remote_code: bool = trust_option()
+    threads: int | None = threads_option()

@@ -16,7 +16,7 @@ import torch
 
 from ..backends.transformers import adapter_base, load_pretrained, pick_dtype
 from ..errors import IcmError
-from ..export import Labelled, load_labelled
+from ..run.labels import Labelled, load_labelled
 from .common import (
     TrainConfig,
     add_lora,

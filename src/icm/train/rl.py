@@ -44,7 +44,7 @@ from ..backends.transformers import (
 from ..errors import ConfigError, DataError, IcmError, RunError, pip_hint
 from ..export.write import temp_dir
 from ..options import check
-from ..runfolder import LOCK, RunFolder, check_output
+from ..run.folder import LOCK, RunFolder, check_output
 from .config import META
 from .prompts import Prompt, load_prompts, pick_template
 from .reward import check_classifier, load_reward, rewards

@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import files
+from ..backends.options import DTYPES, threads_option
 from ..errors import ConfigError, RunError
 from ..options import SEED_MAX, flag, from_json, option
-from .config import DTYPES, META
+from .config import META
 
 ALGORITHMS = ("grpo", "rloo")
 KIND = "rl"
@@ -56,13 +57,7 @@ class Runtime:
     dtype: str = option(
         "auto", "weights dtype (auto: bfloat16 on a GPU that has it, else float32)", choices=DTYPES
     )
-    threads: int | None = option(
-        None,
-        "CPU threads for torch (default: the physical cores less those other work keeps busy,"
-        " at least 1)",
-        min=1,
-        max=1024,
-    )
+    threads: int | None = threads_option()
     trust_remote_code: bool = option(
         False, "run Python code shipped with a model (only for models you trust)"
     )

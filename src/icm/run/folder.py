@@ -24,10 +24,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import files
+from .. import files
+from ..errors import DataError, IcmError, RunError
+from ..tasks import Dataset
 from .config import RunConfig
-from .errors import DataError, IcmError, RunError
-from .tasks import Dataset
 
 MARKER, LOCK, CONFIG, PLAN = ".icm-run", ".lock", "config.json", "plan.json"
 STATE, TRACE, FINAL, LABELS, SUMMARY = (

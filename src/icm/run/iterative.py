@@ -10,8 +10,8 @@ that labels batch j+1 is what `icm finetune --adapter` would make from batches 1
     ...                     the last batch gets no model: `icm finetune RUN` trains on all labels
     labels.jsonl, summary.json   merged; summary.json lists which model labelled each batch
 
-`IterativeModels` is the driver's model provider (`icm.run.Models`). A model folder only appears
-once complete, so `icm run --resume` goes on from where a run stopped.
+`IterativeModels` is the driver's model provider (`icm.run.models.Models`). A model folder
+only appears once complete, so `icm run --resume` goes on from where a run stopped.
 """
 
 from __future__ import annotations
@@ -21,25 +21,15 @@ import gc
 import shutil
 from pathlib import Path
 
-from .backends import make_model
+from ..backends import make_model
+from ..core.model import LabelModel
+from ..tasks import Task
+from ..train import META, TrainConfig
 from .config import RunConfig
-from .core.model import LabelModel
-from .errors import ConfigError
-from .export import labelled_rows
-from .runfolder import RunFolder
-from .tasks import Task
-from .train import META, TrainConfig
+from .folder import RunFolder
+from .labels import labelled_rows
 
 MODEL_DIR = "finetuned"
-
-
-def check(cfg: RunConfig, rows: int, batches: int) -> None:
-    """Iterative fine-tuning needs something to train on before a batch."""
-    if batches < 2:
-        raise ConfigError(
-            f"--iterative-finetune needs at least two batches, and the {rows} rows fit one: "
-            "set --batch-size"
-        )
 
 
 class IterativeModels:
@@ -48,7 +38,7 @@ class IterativeModels:
     sequential = True
 
     def __init__(self, folder: RunFolder, cfg: RunConfig, task: Task, base: LabelModel) -> None:
-        from .backends.transformers import adapter_base, resolve
+        from ..backends.transformers import adapter_base, resolve
 
         self.folder, self.cfg, self.task = folder, cfg, task
         self.base = resolve(cfg.model)
@@ -78,7 +68,7 @@ class IterativeModels:
 
     def after(self, b: int, rows: list[dict]) -> None:
         """Batch b is labelled: fine-tune on batches 0..b for batch b + 1 (unless done)."""
-        from .train.finetune import finetune_labels
+        from ..train.finetune import finetune_labels
 
         self.labelled.append(rows)
         out = self.folder.batch(b) / MODEL_DIR

@@ -1,4 +1,5 @@
-"""Progress on the terminal: one bar over every search of a run, and a line per other phase."""
+"""Progress: what a run reports while it works, and the terminal's bar over every search of a
+run with a line per other phase."""
 
 from __future__ import annotations
 
@@ -6,7 +7,18 @@ import sys
 import threading
 import time
 
-from .run import Progress
+
+class Progress:
+    """What a run reports while it works; the command line draws it, a library caller may not."""
+
+    def start(self, total: int, done: int) -> None:
+        """`total` search iterations over every search of the run, `done` of them already."""
+
+    def step(self, row: dict) -> None:
+        """One iteration of one search: its trace row, with `batch`, `chain` and counters."""
+
+    def phase(self, text: str) -> None:
+        """A stretch of work that is not a search iteration (final labels, fine-tuning)."""
 
 
 class Bar(Progress):

@@ -1,0 +1,83 @@
+"""A batch's chains combined into its labelled rows, each row with its confidence."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..core.consistency import Constraint, Structure, violations
+from ..tasks import Dataset
+from ..tasks.base import agreement
+
+
+def combine(
+    finals: list[dict],
+    data: Dataset,
+    cons: list[Constraint],
+    fixed: dict[int, int],
+    rule: str = "best-u",
+) -> tuple[list[dict], dict]:
+    """One batch's labelled rows from its chains, with each row's confidence: the mean over
+    chains of the probability (sigmoid of the log-odds) that chain gives the row's label, which
+    is low where chains disagree and where they agree weakly.
+
+    best-u: the labels of the chain with the highest U, the objective ICM maximises (restarts of
+    one search). vote: each row's majority (ties: the best chain), made consistent again."""
+    best = max(range(len(finals)), key=lambda k: finals[k]["utility"])
+    votes = np.array([f["final"] for f in finals])  # (chains, rows)
+    logodds = np.array([f["logodds"] for f in finals])
+
+    def confidence(labels: list[int]) -> np.ndarray:
+        signed = np.where(np.array(labels) == 1, logodds, -logodds)
+        return (1 / (1 + np.exp(-signed))).mean(axis=0)
+
+    if rule == "vote":
+        share = votes.mean(axis=0)
+        labels = [int(s > 0.5) if s != 0.5 else votes[best][i] for i, s in enumerate(share)]
+        margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
+        labels = Structure(cons, len(labels), fixed).decode(margin)
+        searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
+        shown = logodds.mean(axis=0)
+    else:
+        labels = [int(y) for y in votes[best]]
+        searched = [y >= 0 for y in finals[best]["labels"]]
+        shown = logodds[best]
+    conf = confidence(labels)
+    conf[list(fixed)] = 1.0  # a person's label
+    agree = (votes == np.array(labels)).mean(axis=0)
+    rows = [
+        {
+            **row,
+            "icm_label": bool(y),
+            "icm_logodds": float(lo),
+            "icm_confidence": float(c),
+            "icm_searched": s,
+            **({"icm_fixed": True} if i in fixed else {}),
+        }
+        for i, (row, y, lo, c, s) in enumerate(
+            zip(data.rows, labels, shown, conf, searched, strict=True)
+        )
+    ]
+    pairwise = [
+        float((votes[a] == votes[b]).mean())
+        for a in range(len(finals))
+        for b in range(a + 1, len(finals))
+    ]
+    summary = {
+        "examples": len(data),
+        "searched": int(sum(searched)),
+        "inconsistencies": len(violations(cons, labels)),
+        "labels": {"true": int(sum(labels)), "false": int(len(labels) - sum(labels))},
+        "agreement": agreement(labels, data.gold),
+        "chains": len(finals),
+        "best_chain": best,
+        "chain_agreement": float(np.mean(pairwise)) if pairwise else 1.0,
+        "unanimous": float((agree == 1).mean()),
+        "utility": finals[best]["utility"],
+        "per_chain": [
+            {k: v for k, v in f.items() if k not in ("labels", "final", "logodds")}
+            | {"searched": int(sum(y >= 0 for y in f["labels"]))}
+            | {"agreement": agreement(f["labels"], data.gold)}
+            for f in finals
+        ],
+    }
+    return rows, summary

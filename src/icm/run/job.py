@@ -1,0 +1,233 @@
+"""One search: Algorithm 1 on one batch with one seed, checkpointed after every iteration and
+every move of settling; then its final labels, and the batch's review (prior, concept test,
+gold U)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import files
+from ..core.concept import concept_test
+from ..core.consistency import violations
+from ..core.local import Change, settle
+from ..core.model import LabelModel, metered
+from ..core.search import Search, State, Step
+from ..errors import ConfigError, DataError, RunError, Stopped
+from ..tasks import Dataset, Task
+from ..tasks.base import agreement
+from .config import RunConfig
+from .folder import (
+    FINAL,
+    STATE,
+    TRACE,
+)
+from .progress import Progress
+
+
+@dataclass
+class Job:
+    batch: int
+    chain: int
+    folder: Path
+    data: Dataset
+    seed: list[int]
+    fixed: dict[int, int]
+    batches: int = 1
+    chains: int = 1
+
+    @property
+    def name(self) -> str:
+        batch = f"batch {self.batch + 1}/{self.batches}" if self.batches > 1 else "the batch"
+        return batch + (f", chain {self.chain + 1}/{self.chains}" if self.chains > 1 else "")
+
+
+def read_state(job: Job) -> tuple[State, dict] | None:
+    """The checkpoint of a search and its counters, or None when it has none yet."""
+    path = job.folder / STATE
+    if not path.exists():
+        return None
+    try:
+        saved = files.read_json(path, "checkpoint")
+        assert isinstance(saved, dict)
+        stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens", "cached_tokens")}
+        state = State.from_json(saved)
+        assert len(state.labels) == len(job.data) and all(y in (-1, 0, 1) for y in state.labels)
+    except DataError as e:
+        raise RunError(f"{path}: unreadable checkpoint: {e}") from e
+    except (AssertionError, KeyError, TypeError) as e:
+        raise RunError(f"{path}: unreadable checkpoint (not what icm writes)") from e
+    return state, stats
+
+
+def search_job(
+    job: Job,
+    model: LabelModel,
+    task: Task,
+    cfg: RunConfig,
+    total: int,
+    stop: threading.Event,
+    progress: Progress,
+) -> dict:
+    """Algorithm 1 on one batch with one seed, from its checkpoint, checkpointed after every
+    iteration; then its final labels (final.json). Returns what final.json holds."""
+    folder, data = job.folder, job.data
+    folder.mkdir(parents=True, exist_ok=True)
+    final_path, state_path, trace_path = folder / FINAL, folder / STATE, folder / TRACE
+    search = Search(data.examples, model, task.rule, cfg.search, job.fixed)
+    saved = read_state(job)
+    if saved and saved[0].iteration > total:
+        raise ConfigError(
+            f"--iterations {total} is below the {saved[0].iteration} iterations {folder} has done"
+        )
+    if saved and final_path.exists():
+        final = files.read_json(final_path, "search result")
+        if isinstance(final, dict) and final.get("iterations") == total:
+            return final
+    t0 = time.perf_counter()
+    with metered() as usage:
+        if saved:
+            state, stats = saved
+            search.resume(state)
+            # The trace may hold one line past the checkpoint (killed between the two writes).
+            if trace_path.exists():
+                rows = files.read_jsonl(trace_path, torn_tail=True)
+                files.write_jsonl(trace_path, [r for r in rows if in_checkpoint(r, state)])
+        else:
+            stats = {"seconds": 0.0, "calls": 0, "tokens": 0, "cached_tokens": 0}
+            state = search.start(job.seed)
+
+        def counters() -> dict:
+            return {
+                "seconds": stats["seconds"] + time.perf_counter() - t0,
+                "calls": stats["calls"] + usage.calls,
+                "tokens": stats["tokens"] + usage.tokens,
+                "cached_tokens": stats["cached_tokens"] + usage.cached_tokens,
+            }
+
+        if not saved:
+            files.write_json(state_path, {**state.to_json(), **counters()})
+        for step in search.run(state, total):
+            if stop.is_set():
+                raise Stopped()
+            row = trace_row(step, state, data)
+            files.append_jsonl(trace_path, row)
+            c = counters()
+            files.write_json(state_path, {**state.to_json(), **c})
+            progress.step(
+                {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
+            )
+        if search.cfg.polish or search.cfg.keep_best:
+            progress.phase(f"{job.name}: polishing the labelling (moves while U rises)")
+        for change in settle(search, state):
+            if stop.is_set():
+                raise Stopped()
+            files.append_jsonl(trace_path, change_row(change, state, data))
+            files.write_json(state_path, {**state.to_json(), **counters()})
+        progress.phase(f"{job.name}: final labels and log-odds of {len(data)} claims")
+        final = finish(search, state, data, counters)
+    files.write_json(final_path, final)
+    return final
+
+
+def trace_row(step: Step, state: State, data: Dataset) -> dict:
+    return {
+        "n": step.n,
+        "T": step.temperature,
+        "example": data.examples[step.index].uid if step.index >= 0 else None,
+        "proposed": step.proposed,
+        "previous": step.previous,
+        "delta": step.delta if math.isfinite(step.delta) else None,
+        "accepted": step.accepted,
+        "skipped": step.skipped,
+        "U": step.utility,
+        "inconsistencies": step.inconsistencies,
+        "fixes": step.fixes,
+        "labelled": sum(y >= 0 for y in state.labels),
+        "agreement": agreement(state.labels, data.gold),
+    }
+
+
+def change_row(change: Change, state: State, data: Dataset) -> dict:
+    """A trace line for one step of settling (after the iterations)."""
+    return {
+        "n": state.iteration,
+        "polish": state.polish_moves,
+        "step": change.kind,
+        "changed": [data.examples[i].uid for i in change.changed],
+        "U": change.utility,
+        "inconsistencies": change.inconsistencies,
+        "labelled": sum(y >= 0 for y in state.labels),
+        "agreement": agreement(state.labels, data.gold),
+    }
+
+
+def in_checkpoint(row: dict, state: State) -> bool:
+    """Whether a trace line describes work the checkpoint holds (a kill may leave one more)."""
+    n = row.get("n", 0)
+    if "polish" not in row:
+        return n <= state.iteration
+    done = state.polish_moves if state.polish_moves >= 0 else math.inf
+    return n < state.iteration or (n == state.iteration and row["polish"] <= done)
+
+
+def finish(search: Search, state: State, data: Dataset, counters: Callable[[], dict]) -> dict:
+    """The search's final labels: its own where it labelled, else the argmax of the log-odds given
+    its labelled set, decided under the rule with the searched labels kept."""
+    terms = search.final_terms(state.labels)
+    logodds = terms[:, 1] - terms[:, 0]
+    margin = np.where(np.array(state.labels) >= 0, 0.0, logodds)
+    final = search.structure.decode(margin, keep=state.labels)
+    ev = search.evaluate(state.labels)
+    c = counters()
+    return {
+        "labels": state.labels,
+        "final": final,
+        "logodds": [float(x) for x in logodds],
+        "utility": ev.utility,
+        "best_utility": max(state.best_utility, ev.utility),
+        "predictability": ev.predictability,
+        "inconsistencies": len(violations(search.cons, final)),
+        "iterations": state.iteration,
+        "accepted": state.accepted,
+        **{k: round(v, 3) if k == "seconds" else v for k, v in c.items()},
+    }
+
+
+def review(search: Search, data: Dataset, labels: list[int], seed: list[int]) -> dict:
+    """What a batch's labels are worth, beside them: the model's zero-shot prior, the concept
+    test, and (reporting only, after the search) U of the gold labelling where every row has
+    gold, with which of search and objective fell short."""
+    with metered() as used:
+        out: dict = {"zero_shot_true": zero_shot_true(search.model, data)}
+        rng = np.random.default_rng([*seed, 2**32 - 1])
+        out["concept"] = concept_test(search, labels, rng)
+        out["gold_utility"] = out["diagnosis"] = None
+        if data.gold and all(g is not None for g in data.gold):
+            gold = [int(g) for g in data.gold]  # type: ignore[arg-type]
+            found = search.evaluate(labels).utility
+            out["gold_utility"] = search.evaluate(gold).utility
+            out["diagnosis"] = diagnose(found, out["gold_utility"], labels == gold)
+    return out | {"review_calls": used.calls, "review_tokens": used.tokens}
+
+
+def diagnose(found: float, gold: float, same: bool) -> str:
+    """found-gold: the search found the gold labelling. search: the gold labelling scores
+    higher than the one found (the search fell short). objective: the one found scores at least
+    as high as gold yet differs (the objective prefers other labels)."""
+    if same:
+        return "found-gold"
+    return "search" if gold > found + 1e-9 else "objective"
+
+
+def zero_shot_true(model: LabelModel, data: Dataset) -> float:
+    """The model's mean zero-shot probability of True over the batch: its prior, to compare the
+    labels' True share with."""
+    lp = model.query_logprobs([], [], [ex.prompt for ex in data.examples])
+    return float(np.exp(lp[:, 1]).mean())

@@ -1,0 +1,82 @@
+"""A run's labelled rows as the rest of icm reads them (export, training, iterative ICM)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError, RunError
+from ..files import read_jsonl
+from ..tasks import Task, resolve_task
+from .folder import LABELS, RunFolder
+
+ICM_FIELDS = (
+    "icm_label",
+    "icm_logodds",
+    "icm_searched",
+    "icm_confidence",
+    "icm_batch",
+    "icm_fixed",
+)
+
+
+@dataclass
+class Labelled:
+    """A run's claims with their ICM labels; `rows` have the gold field removed."""
+
+    task: Task
+    rows: list[dict]
+    labels: list[bool]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Why some pairs were left out (reported, not fatal)."""
+    rows_in_file: list[int] = field(default_factory=list)
+    """Each row's position in the labels file (0-based)."""
+    confidence: list[float | None] = field(default_factory=list)
+    fixed: list[bool] = field(default_factory=list)
+    folder: Path | None = None
+    """The run folder the rows came from (None: a labels file read on its own)."""
+
+
+def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
+    """labels.jsonl of a run folder, with its task from config.json."""
+    run = RunFolder(folder)
+    cfg = run.read_config()
+    path = run.path / LABELS
+    if not path.exists():
+        raise RunError(f"{run.path}: no {LABELS} yet: let the run finish (or --resume it)")
+    out = read_labelled(path, resolve_task(cfg.task), searched_only)
+    out.folder = run.path
+    return out
+
+
+def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
+    """A labels.jsonl file read for `task`; every row is checked against the task first, so an
+    error names the row of the file."""
+    return labelled_rows(read_jsonl(path), task, str(path), searched_only)
+
+
+def labelled_rows(
+    raw: list[dict], task: Task, source: str, searched_only: bool = False
+) -> Labelled:
+    """Rows with their `icm_label` (as labels.jsonl holds them) as training material."""
+    if raw:
+        task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], source)
+    out = Labelled(task, [], [], source)
+    for r, row in enumerate(raw, start=1):
+        y = row.get("icm_label")
+        if not isinstance(y, bool):
+            raise DataError(
+                f"{source}: row {r}: field 'icm_label' must be true or false, got {y!r}"
+            )
+        if searched_only and not row.get("icm_searched", True):
+            continue
+        conf = row.get("icm_confidence")
+        out.rows.append({k: v for k, v in row.items() if k != task.label and k not in ICM_FIELDS})
+        out.labels.append(y)
+        out.rows_in_file.append(r - 1)
+        out.confidence.append(float(conf) if isinstance(conf, int | float) else None)
+        out.fixed.append(row.get("icm_fixed") is True)
+    if not out.rows:
+        raise DataError(f"{source}: no labelled rows" + (" searched" if searched_only else ""))
+    return out
