@@ -15,7 +15,7 @@ import threading
 from urllib.parse import urlsplit
 
 from .. import files
-from ..errors import ConfigError, ContextLengthError, ServerError, Stopped
+from ..errors import ConfigError, ContextLengthError, ModelError, ServerError, Stopped
 from .options import check_base_url
 
 API_KEY_VARS = ("ICM_API_KEY", "OPENAI_API_KEY")
@@ -51,9 +51,9 @@ def error_text(data: bytes) -> str:
 class Abort(threading.Event):
     """Set when a request of a batch fails for good; keeps that first error."""
 
-    error: ServerError | None = None
+    error: ModelError | None = None
 
-    def fail(self, error: ServerError) -> ServerError:
+    def fail(self, error: ModelError) -> ModelError:
         if not self.is_set():
             self.error = error
             self.set()
@@ -69,7 +69,9 @@ class Client:
         except ConfigError as e:
             raise ServerError(str(e)) from e
         parts = urlsplit(base_url.rstrip("/"))
-        self.scheme, self.host, self.port = parts.scheme, parts.hostname, parts.port
+        host = parts.hostname
+        assert host is not None  # check_base_url refuses a URL without a host
+        self.scheme, self.host, self.port = parts.scheme, host, parts.port
         self.base = parts.path or "/v1"
         self.netloc = parts.netloc
         self.url = f"{parts.scheme}://{parts.netloc}{self.base}"

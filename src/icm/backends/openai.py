@@ -28,6 +28,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -178,6 +179,8 @@ class OpenAIModel(LabelModel):
     the search how many scoring calls may usefully run at once.
     """
 
+    identity: dict[str, Any]  # always set, by `_served_model`
+
     def __init__(
         self,
         base_url: str,
@@ -230,7 +233,8 @@ class OpenAIModel(LabelModel):
                 )
             name = next(iter(models))
         info = models.get(name, {})
-        meta = info.get("meta") if isinstance(info.get("meta"), dict) else {}
+        meta = info.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
         # vLLM and SGLang report max_model_len; llama.cpp its n_ctx under meta.
         ctx = info.get("max_model_len") or meta.get("n_ctx")
         if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
@@ -249,7 +253,7 @@ class OpenAIModel(LabelModel):
         llama.cpp `content` and `add_special`: both are sent."""
         key = (text, special)
         if key not in self._ids:
-            payload = {"model": self.model, "prompt": text, "content": text}
+            payload: dict[str, Any] = {"model": self.model, "prompt": text, "content": text}
             payload |= {"add_special_tokens": special, "add_special": special}
             body = self.client.call("POST", "/tokenize", payload, root=True)
             ids = body.get("tokens")
@@ -342,7 +346,8 @@ class OpenAIModel(LabelModel):
 
     def _send(self, prompt: Prompt, abort: Abort, used: list, scored: bool = True) -> dict:
         body = self.client.call("POST", "/completions", self._request(prompt, scored), abort)
-        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        usage = body.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         details = usage.get("prompt_tokens_details")
         details = details if isinstance(details, dict) else {}
         used.append((count(usage.get("prompt_tokens")), count(details.get("cached_tokens"))))
@@ -437,7 +442,8 @@ class OpenAIModel(LabelModel):
             self._start(prompts[0], prompts[1], labels[1])
         demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
         query = [self._piece(p, -1) for p in prompts]
-        abort, used = Abort(), []
+        abort = Abort()
+        used: list[tuple[int, int]] = []
 
         def tree(lo: int, hi: int, context: Prompt, streams: int) -> None:
             # The loo_orders tree: items lo..hi-1 after `context`; each half after the other.
@@ -472,7 +478,8 @@ class OpenAIModel(LabelModel):
             [self._piece(self.fmt.prefix, -2)]
             + [self._piece(p, y) for p, y in zip(demos, labels, strict=True)]
         )
-        abort, used = Abort(), []
+        abort = Abort()
+        used: list[tuple[int, int]] = []
 
         def span(lo: int, hi: int, streams: int) -> None:
             if streams < 2 or hi - lo == 1:

@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -72,7 +73,7 @@ def converted_gguf(path: Path) -> Path:
     except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
         raise ModelError(f"{path}: cannot read GGUF model: {e}") from e
     # Dequantised weights are plain fp32: drop the GGUF marker so save_pretrained accepts them.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     vars(model.config).pop("quantization_config", None)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
@@ -357,7 +358,7 @@ class TransformersModel(LabelModel):
         params = inspect.signature(model.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.calls = self.tokens = self.cached_tokens = 0
-        self.identity = {
+        self.identity: dict[str, Any] = {
             "backend": "transformers",
             "model": model.config.name_or_path,
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),

@@ -6,10 +6,14 @@ Rules compare the `key` of two examples of the same group. They never look at go
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from .data import Example
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Assignment = tuple[int, int]
 SAME: tuple[Assignment, ...] = ((0, 0), (1, 1))
@@ -37,7 +41,7 @@ def allowed(rule: str, a: Example, b: Example) -> tuple[Assignment, ...] | None:
     if rule == "asymmetry":
         if a.key == b.key:
             return SAME
-        first, second = a.key  # type: ignore[misc]
+        first, second = cast("tuple[Hashable, Hashable]", a.key)
         return EXACTLY_ONE if (second, first) == b.key else None
     raise ValueError(f"unknown consistency rule {rule!r}; choose one of {', '.join(RULES)}")
 
@@ -197,7 +201,9 @@ class Structure:
 
         return out if extend(0) else []
 
-    def decode(self, margin: Sequence[float], keep: Sequence[int] | None = None) -> list[int]:
+    def decode(
+        self, margin: Sequence[float] | np.ndarray, keep: Sequence[int] | None = None
+    ) -> list[int]:
         """The consistent labelling that maximises the sum of signed margins (> 0 leans True).
 
         `keep`: labels that stay as they are (>= 0), -1 where free; the free examples are
@@ -210,16 +216,26 @@ class Structure:
         for comp in self.components:
             options = self.assignments(comp, pinned)
             if options:
-                best = max(options, key=lambda a, comp=comp: _fit(a, comp, margin))
+
+                def fit(a: list[int], comp: list[int] = comp) -> float:
+                    return _fit(a, comp, margin)
+
+                best = max(options, key=fit)
                 for i, v in zip(comp, best, strict=True):
                     out[i] = v
             else:
                 self._greedy(comp, out, margin)
         return out
 
-    def _greedy(self, comp: Sequence[int], out: list[int], margin: Sequence[float]) -> None:
+    def _greedy(
+        self, comp: Sequence[int], out: list[int], margin: Sequence[float] | np.ndarray
+    ) -> None:
         kept = [(i, out[i]) for i in comp if out[i] >= 0]
-        for i in sorted(comp, key=lambda i: -abs(margin[i])):
+
+        def uncertainty(i: int) -> float:
+            return -abs(margin[i])
+
+        for i in sorted(comp, key=uncertainty):
             if out[i] >= 0:
                 continue
             y = int(margin[i] > 0)
@@ -232,5 +248,7 @@ class Structure:
             kept.append((i, out[i]))
 
 
-def _fit(assignment: Sequence[int], comp: Sequence[int], margin: Sequence[float]) -> float:
+def _fit(
+    assignment: Sequence[int], comp: Sequence[int], margin: Sequence[float] | np.ndarray
+) -> float:
     return sum((2 * v - 1) * margin[i] for i, v in zip(comp, assignment, strict=True))

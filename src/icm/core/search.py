@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -114,13 +115,19 @@ class SearchConfig:
     def paper(cls, **kw) -> SearchConfig:
         """Algorithm 1 and 2 as the paper states them: K random labels, flip + ConsistencyFix,
         the last state, U in data-set order (`icm run --algorithm paper`)."""
-        return cls(
-            **{"init": "random", "moves": "fix", "keep_best": False, "polish": False}
-            | {"orders": 1, **kw}
-        )
+        opts: dict[str, Any] = {
+            "init": "random",
+            "moves": "fix",
+            "keep_best": False,
+            "polish": False,
+        } | {"orders": 1, **kw}
+        return cls(**opts)
 
 
-ALGORITHMS = {"default": SearchConfig, "paper": SearchConfig.paper}
+ALGORITHMS: dict[str, Callable[..., SearchConfig]] = {
+    "default": SearchConfig,
+    "paper": SearchConfig.paper,
+}
 """Named starting points for the search options (`icm run --algorithm`)."""
 
 
@@ -143,7 +150,7 @@ class State:
     accepted: int
     utility: float
     inconsistencies: int
-    rng: dict
+    rng: Mapping[str, Any]
     best_utility: float = -math.inf
     """The highest U of any labelling the search has been in."""
     best_labels: list[int] | None = None
@@ -361,7 +368,7 @@ class Search:
         labels = [self.fixed.get(i, -1) for i in range(n)]
         free = [i for i in range(n) if i not in self.fixed]
         k = min(self.cfg.initial, len(free))
-        chosen = self.rng.choice(free, size=k, replace=False) if k else []
+        chosen: np.ndarray | list[int] = self.rng.choice(free, size=k, replace=False) if k else []
         init = np.array([i % 2 for i in range(k)])
         self.rng.shuffle(init)
         for i, y in zip(chosen, init, strict=True):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -140,7 +141,8 @@ def choose_demos(
     room = budget - longest_query - count([task.fmt.prefix])[0] - 1 if budget else None
     longest_word = max(task.fmt.label_words, key=len)
     costs = count([p + longest_word + task.fmt.separator for p in prompts])
-    chosen, used = [], 0
+    chosen: list[int] = []
+    used = 0
     for i in order:
         if max_demos is not None and len(chosen) >= max_demos:
             break
@@ -155,6 +157,7 @@ def choose_demos(
 def _test_set(run_cfg: RunConfig, cfg: EvalConfig, task: Task) -> tuple[Dataset, dict]:
     if cfg.test and cfg.split_test is not None:
         raise IcmError("pass either --test FILE or --split-test FRACTION, not both")
+    info: dict[str, Any]
     if cfg.test:
         test, info = task.load(cfg.test), {"test": cfg.test}
     elif cfg.split_test is not None:
@@ -229,7 +232,8 @@ def evaluate(
         "tokens": model.tokens - tokens0,
         "seconds": round(time.perf_counter() - t0, 3),
         "predictions": [
-            {"uid": ex.uid, "gold": int(g), **{m: logodds[m][k] for m in logodds}}
+            # the test claims all have gold (`_setup` keeps only those)
+            {"uid": ex.uid, "gold": int(cast(int, g)), **{m: logodds[m][k] for m in logodds}}
             for k, (ex, g) in enumerate(zip(setup.test.examples, setup.test.gold, strict=True))
         ],
     }
@@ -428,7 +432,7 @@ def _header(setup: Setup, run: Path, run_cfg: RunConfig, cfg: EvalConfig) -> dic
         "limit": cfg.limit,
         "test_claims": len(test),
         "test_groups": len(groups),
-        "test_true": int(sum(int(g) for g in test.gold)),
+        "test_true": int(sum(int(cast(int, g)) for g in test.gold)),  # all have gold
         "test_without_gold": setup.no_gold,
         "demos": {
             "count": len(demos),

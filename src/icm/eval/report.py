@@ -10,6 +10,7 @@ import base64
 import os
 from html import escape
 from pathlib import Path
+from typing import cast
 
 from .. import files
 from ..errors import IcmError
@@ -262,8 +263,8 @@ def _compare(folder: Path) -> str:
     head = compare_markdown(result).split("\n\n")[1]
     rows = []
     for name, s in [("all", result["overall"]), *result.get("categories", {}).items()]:
-        lo, hi = s["ci95"] or (None, None)
-        span = "-" if lo is None else f"{100 * lo:.1f} - {100 * hi:.1f}"
+        lo, hi = s["ci95"] or (None, None)  # a [lo, hi] pair or null: both set or neither
+        span = "-" if lo is None else f"{100 * lo:.1f} - {100 * cast(float, hi):.1f}"
         rows.append(
             [_td(name), _td(s["n"], True), _td(s["a_wins"], True), _td(s["b_wins"], True)]
             + [_td(s["ties"], True), _td(f"{100 * s['win_rate']:.1f}", True), _td(span)]

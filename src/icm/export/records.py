@@ -203,6 +203,7 @@ def pair_confidence(data: Labelled) -> dict[tuple[str, str, str], float]:
         if c is None:
             continue
         prompt, texts = _split(data, r, names)
+        key: tuple[str, ...]
         if len(texts) == 2:
             key = (prompt, texts[0], texts[1]) if y else (prompt, texts[1], texts[0])
         else:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ STATE, TRACE, FINAL, LABELS, SUMMARY = (
 BATCHES = "batches"
 OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
 """The files of a run folder that --overwrite may remove (besides batches/)."""
-EXTRA_OUTPUTS = ("report.html", "eval.json", "eval.md", "eval.png")
+EXTRA_OUTPUTS: tuple[str, ...] = ("report.html", "eval.json", "eval.md", "eval.png")
 EXTRA_OUTPUTS += ("compare.json", "compare.md", "compare.png")
 """Files other commands write into a run folder by default: also icm's own."""
 
@@ -134,7 +135,7 @@ class RunFolder:
         return (self.path / MARKER).is_file()
 
     # -- creating -------------------------------------------------------------------------------
-    def check_new(self, overwrite: bool, inputs: list[str] = ()) -> None:
+    def check_new(self, overwrite: bool, inputs: Sequence[str] = ()) -> None:
         """A new run may go into a new or empty folder, or, with `overwrite`, into a folder icm
         made, and only when none of its `inputs` (data, task spec) lies inside it."""
         path = self.path
@@ -162,7 +163,7 @@ class RunFolder:
                 "it: choose another --out"
             )
 
-    def create(self, cfg: RunConfig, overwrite: bool = False, inputs: list[str] = ()) -> None:
+    def create(self, cfg: RunConfig, overwrite: bool = False, inputs: Sequence[str] = ()) -> None:
         """Make (or, with `overwrite`, clear) the folder, mark it and write config.json, under
         the folder's lock (so of two new runs racing for one folder, one is refused)."""
         self.check_new(overwrite, inputs)
@@ -259,7 +260,7 @@ def check_output(
     out: str | Path,
     overwrite: bool,
     ours: bool,
-    protected: list[str | Path] = (),
+    protected: Sequence[str | Path] = (),
     run: str | Path | None = None,
 ) -> Path:
     """An output path of `icm report`, `export`, `eval` or `finetune`.

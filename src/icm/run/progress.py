@@ -6,6 +6,10 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Progress:
@@ -27,7 +31,7 @@ class Bar(Progress):
 
     def __init__(self, desc: str = "icm") -> None:
         self.desc = desc
-        self.bar = None
+        self.bar: tqdm | None = None
         self.total = self.done = 0
         self.lock = threading.Lock()
         self.t0 = time.monotonic()

@@ -98,7 +98,9 @@ def normalise_number(text: str) -> str | None:
             value = Fraction(dec.replace(",", ""))
             places = len(dec.partition(".")[2])
             near = value.limit_denominator(1000)
-            if places >= 10 and abs(near - value) <= Fraction(1, 10**9) * max(1, abs(value)):
+            if places >= 10 and abs(near - value) <= Fraction(1, 10**9) * max(
+                Fraction(1), abs(value)
+            ):
                 value = near
     except ZeroDivisionError:
         return None

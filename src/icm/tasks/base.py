@@ -6,6 +6,7 @@ import string
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from .. import files
 from ..core.consistency import RULES
@@ -117,7 +118,7 @@ class Task:
         for i, ex in enumerate(data.examples):
             if ex.key is None:
                 continue
-            a, b = ex.key  # type: ignore[misc]
+            a, b = cast("tuple[Hashable, Hashable]", ex.key)
             if (b, a) not in keys[ex.group]:
                 raise DataError(
                     f"{data.source}: row {data.line(i)}: the comparison has no reverse in group "
@@ -268,16 +269,18 @@ def read_rows(path: Path) -> tuple[list[dict], list[int]]:
     text = files.read_text(path, "data file")
     if not text.strip():
         raise DataError(f"{path}: empty file")
+    rows: list[Any]
     if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and path.suffix != ".json"):
         numbered = files.parse_jsonl(text, str(path), unit="row")
         rows, lines = [v for _, v in numbered], [n for n, _ in numbered]
     else:
         try:
-            rows = files.loads(text)
+            loaded = files.loads(text)
         except ValueError as e:
             raise DataError(f"{path}: invalid JSON: {e}") from e
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a list of objects, got {json_type(rows)}")
+        if not isinstance(loaded, list):
+            raise DataError(f"{path}: expected a list of objects, got {json_type(loaded)}")
+        rows = loaded
         lines = list(range(1, len(rows) + 1))
     for row, r in zip(rows, lines, strict=True):
         if not isinstance(row, dict):

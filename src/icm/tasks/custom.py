@@ -21,6 +21,7 @@ import math
 import string
 from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -81,7 +82,7 @@ def load_task_spec(path: str | Path) -> Task:
     if not all(w.strip() for w in words) or words[0].strip().lower() == words[1].strip().lower():
         raise DataError(f"{path}: field 'label_words' must be two different, non-empty words")
     gold = spec.get("label", "label")
-    used = {"template": placeholders, "group": [spec.get("group")]}
+    used: dict[str, list[Any]] = {"template": placeholders, "group": [spec.get("group")]}
     used["consistency.key"] = key if isinstance(key, list) else [key]
     for name, names in used.items():
         if gold in names:
@@ -96,7 +97,7 @@ def load_task_spec(path: str | Path) -> Task:
         rule=rule,
         group=spec.get("group"),
         label=gold,
-        key=_key_fn(key, rule) if rule != "none" else None,
+        key=_key_fn(key, rule) if rule != "none" and key is not None else None,
         fmt=fmt,
         description=f"custom task from {path}",
     )
