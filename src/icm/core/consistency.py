@@ -20,30 +20,79 @@ SAME: tuple[Assignment, ...] = ((0, 0), (1, 1))
 NOT_BOTH_TRUE: tuple[Assignment, ...] = ((0, 0), (0, 1), (1, 0))
 EXACTLY_ONE: tuple[Assignment, ...] = ((0, 1), (1, 0))
 
-RULES = ("none", "same-answer", "asymmetry", "equivalence")
-"""
-none:        no constraint (the TruthfulQA default).
-same-answer: same key -> same label; different keys -> not both True (GSM8K final answers).
-asymmetry:   key is an ordered pair (a, b); (a, b) and (b, a) -> exactly one True;
-             equal pairs -> same label.
-equivalence: same key -> same label; nothing said about different keys.
-"""
+
+@dataclass(frozen=True)
+class Rule:
+    """A consistency rule: the label pairs two claims of one group may take, from their keys.
+
+    A new rule is one entry of `RULES`: what it allows when the keys are equal, when they
+    differ, and (for a rule over ordered pairs, `pair_key`) when one key is the other reversed;
+    None says nothing about such a pair."""
+
+    name: str
+    help: str
+    same: tuple[Assignment, ...] | None = None
+    different: tuple[Assignment, ...] | None = None
+    reversed: tuple[Assignment, ...] | None = None
+    pair_key: bool = False
+    """The key is an ordered pair of two fields (a comparison of two responses)."""
+
+    @property
+    def constrains(self) -> bool:
+        """Whether the rule ever relates two claims (it then needs a group and a key)."""
+        return any(x is not None for x in (self.same, self.different, self.reversed))
+
+    def allowed(self, a: Example, b: Example) -> tuple[Assignment, ...] | None:
+        """Label pairs that keep `a` and `b` consistent, or None when the rule says nothing."""
+        if not self.constrains or a.group != b.group or a.key is None or b.key is None:
+            return None
+        if a.key == b.key:
+            return self.same
+        if self.pair_key:
+            first, second = cast("tuple[Hashable, Hashable]", a.key)
+            if (second, first) == b.key:
+                return self.reversed
+            return None
+        return self.different
+
+
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule("none", "no constraint (the TruthfulQA default)"),
+        Rule(
+            "same-answer",
+            "same key -> same label; different keys -> not both True (GSM8K final answers)",
+            same=SAME,
+            different=NOT_BOTH_TRUE,
+        ),
+        Rule(
+            "asymmetry",
+            "key is an ordered pair (a, b): (a, b) and (b, a) -> exactly one True; equal pairs "
+            "-> same label",
+            same=SAME,
+            reversed=EXACTLY_ONE,
+            pair_key=True,
+        ),
+        Rule(
+            "equivalence",
+            "same key -> same label; nothing said about different keys",
+            same=SAME,
+        ),
+    )
+}
+"""Every rule by name."""
+
+
+def get_rule(name: str) -> Rule:
+    if name not in RULES:
+        raise ValueError(f"unknown consistency rule {name!r}; choose one of {', '.join(RULES)}")
+    return RULES[name]
 
 
 def allowed(rule: str, a: Example, b: Example) -> tuple[Assignment, ...] | None:
-    """Label pairs that keep `a` and `b` consistent, or None when the rule says nothing."""
-    if rule == "none" or a.group != b.group or a.key is None or b.key is None:
-        return None
-    if rule == "same-answer":
-        return SAME if a.key == b.key else NOT_BOTH_TRUE
-    if rule == "equivalence":
-        return SAME if a.key == b.key else None
-    if rule == "asymmetry":
-        if a.key == b.key:
-            return SAME
-        first, second = cast("tuple[Hashable, Hashable]", a.key)
-        return EXACTLY_ONE if (second, first) == b.key else None
-    raise ValueError(f"unknown consistency rule {rule!r}; choose one of {', '.join(RULES)}")
+    """Label pairs that keep `a` and `b` consistent under the rule named `rule`."""
+    return get_rule(rule).allowed(a, b)
 
 
 @dataclass(frozen=True)
@@ -59,8 +108,7 @@ class Constraint:
 
 def constraints(rule: str, examples: Sequence[Example]) -> list[Constraint]:
     """Every constrained pair i < j of the data set (pairs only form inside a group)."""
-    if rule not in RULES:
-        raise ValueError(f"unknown consistency rule {rule!r}; choose one of {', '.join(RULES)}")
+    check = get_rule(rule)
     groups: dict[object, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
         if ex.group is not None:
@@ -69,7 +117,7 @@ def constraints(rule: str, examples: Sequence[Example]) -> list[Constraint]:
     for members in groups.values():
         for x, i in enumerate(members):
             for j in members[x + 1 :]:
-                ok = allowed(rule, examples[i], examples[j])
+                ok = check.allowed(examples[i], examples[j])
                 if ok is not None:
                     out.append(Constraint(i, j, ok))
     return out

@@ -24,7 +24,7 @@ import numpy as np
 from .. import files
 from ..backends import make_model
 from ..core.baselines import bootstrapped_fewshot, zero_shot_consistent
-from ..core.consistency import Structure, constraints
+from ..core.consistency import Structure, constraints, get_rule
 from ..core.model import LabelModel, metered, token_costs
 from ..errors import ContextLengthError, IcmError, RunError
 from ..options import SEED_MAX, check, option
@@ -342,7 +342,7 @@ def _score_all(
     ]
     resamples = Resamples(groups, cfg.bootstrap, cfg.seed)
     joint = None
-    if setup.task.rule != "none":
+    if get_rule(setup.task.rule).constrains:
         joint = Structure(constraints(setup.task.rule, test.examples), len(test))
     methods: dict[str, dict] = {}
     logodds: dict[str, list[float]] = {}

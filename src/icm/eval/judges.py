@@ -20,6 +20,7 @@ import torch
 
 from ..backends import make_model
 from ..backends.transformers import load_pretrained, pick_dtype
+from ..core.consistency import get_rule
 from ..core.model import token_counts
 from ..errors import ContextLengthError, IcmError, ModelError
 from ..export.records import response_fields
@@ -107,7 +108,7 @@ class PairwiseJudge:
         self.task = task = resolve_task(run_cfg.task)
         fields = response_fields(task)
         self.query_field = [f for f in task.fields if f not in fields]
-        if task.rule != "asymmetry" or len(fields) != 2 or len(self.query_field) != 1:
+        if not get_rule(task.rule).pair_key or len(fields) != 2 or len(self.query_field) != 1:
             raise IcmError(
                 f"{run}: task {task.name} does not compare two responses to one query; a "
                 "pairwise judge needs a run of a comparison task such as alpaca"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import string
 from collections.abc import Callable
 
+from ..core.consistency import get_rule
 from ..errors import DataError
 from ..run.labels import Labelled
 from ..tasks import Task
@@ -112,7 +113,7 @@ def _sft(data: Labelled, chat: bool):
 
 def response_fields(task: Task) -> list[str]:
     """The template fields that hold what is judged: two for a comparison, else the last one."""
-    if task.rule == "asymmetry":
+    if get_rule(task.rule).pair_key:
         pair = getattr(task.key, "fields", None) or task.fields[-2:]
         if len(pair) == 2 and all(f in task.fields for f in pair):
             return list(pair)

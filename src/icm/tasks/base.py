@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from .. import files
-from ..core.consistency import RULES
+from ..core.consistency import RULES, get_rule
 from ..core.data import Example, PromptFormat
 from ..errors import DataError
 
@@ -113,7 +113,7 @@ class Task:
                     f"(same prompt in group {ex.group!r})"
                 )
             keys.setdefault(ex.group, set()).add(ex.key)
-        if self.rule != "asymmetry":
+        if not get_rule(self.rule).pair_key:
             return
         for i, ex in enumerate(data.examples):
             if ex.key is None:

@@ -57,21 +57,22 @@ def load_task_spec(path: str | Path) -> Task:
     if not isinstance(cons, dict):
         raise DataError(f"{path}: field 'consistency' must be a mapping with 'rule' and 'key'")
     rule = cons.get("rule", "none")
-    if rule not in RULES:
+    if not isinstance(rule, str) or rule not in RULES:
         raise DataError(f"{path}: field 'consistency.rule' must be one of {', '.join(RULES)}")
+    spec_rule = RULES[rule]
     key = cons.get("key")
-    if rule != "none" and key is None:
+    if spec_rule.constrains and key is None:
         raise DataError(f"{path}: field 'consistency.key' is required for rule {rule!r}")
-    if rule == "asymmetry" and not (isinstance(key, list) and len(key) == 2):
-        raise DataError(f"{path}: field 'consistency.key' must be two fields [a, b] for asymmetry")
-    if rule != "asymmetry" and key is not None and not isinstance(key, str):
+    if spec_rule.pair_key and not (isinstance(key, list) and len(key) == 2):
+        raise DataError(f"{path}: field 'consistency.key' must be two fields [a, b] for {rule}")
+    if not spec_rule.pair_key and key is not None and not isinstance(key, str):
         raise DataError(f"{path}: field 'consistency.key' must be one field name")
     if isinstance(key, list) and not all(isinstance(k, str) for k in key):
         raise DataError(f"{path}: field 'consistency.key' must be field names")
     for name in ("name", "group", "label", "separator", "prefix"):
         if spec.get(name) is not None and not isinstance(spec[name], str):
             raise DataError(f"{path}: field {name!r} must be text")
-    if rule != "none" and not spec.get("group"):
+    if spec_rule.constrains and not spec.get("group"):
         raise DataError(
             f"{path}: field 'group' is required for consistency rule {rule!r} "
             "(rules compare claims of one group)"
@@ -97,14 +98,14 @@ def load_task_spec(path: str | Path) -> Task:
         rule=rule,
         group=spec.get("group"),
         label=gold,
-        key=_key_fn(key, rule) if rule != "none" and key is not None else None,
+        key=_key_fn(key, spec_rule.pair_key) if spec_rule.constrains and key is not None else None,
         fmt=fmt,
         description=f"custom task from {path}",
     )
     return task
 
 
-def _key_fn(key: str | list[str], rule: str):
+def _key_fn(key: str | list[str], pair: bool):
     fields = key if isinstance(key, list) else [key]
 
     def fn(row: dict) -> Hashable | None:
@@ -116,7 +117,7 @@ def _key_fn(key: str | list[str], rule: str):
         if bad:
             raise ValueError(f"field {bad[0]!r} must be text or a finite number")
         values = [str(row[f]) for f in fields]
-        return tuple(values) if rule == "asymmetry" else values[0]
+        return tuple(values) if pair else values[0]
 
     fn.fields = fields  # type: ignore[attr-defined]
     return fn
