@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from .backends import BACKENDS
 from .backends.options import ModelChoice
 from .core.search import ALGORITHMS, SearchConfig
-from .errors import ConfigError, IcmError, pip_hint
+from .errors import ConfigError, IcmError, pip_hint, printable
 from .options import flag, kind, resumable
 from .run.config import RunConfig
 
@@ -161,7 +161,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def print_warnings(summary: dict) -> None:
     for line in summary.get("warnings", []):
-        print(f"icm: warning: {line}", file=sys.stderr)
+        print(f"icm: warning: {printable(line)}", file=sys.stderr)
 
 
 def print_summary(s: dict, folder: Path) -> None:
@@ -208,14 +208,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def say(text: str) -> None:
     """One line of what a long step is doing, on stderr."""
-    print(f"icm: {text}", file=sys.stderr, flush=True)
+    print(f"icm: {printable(text)}", file=sys.stderr, flush=True)
 
 
 def report_eval(result: dict, written: list[Path]) -> None:
     """The evaluation table, where it went, and what a reader could miss in it."""
     from .eval.icl import EVAL_PNG, markdown, overlap_text
 
-    print(markdown(result), end="")
+    print(printable(markdown(result), lines=True), end="")
     print("-> " + ", ".join(str(p) for p in written))
     if result["demos"].get("dropped_overlap"):
         say(overlap_text(result))
@@ -293,7 +293,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = CompareConfig(**{k: v for k, v in vars(args).items() if k in names})
     result = compare(args.a, args.b, cfg, args.out, args.overwrite, say=say)
     written = write(result, args.out)
-    print(markdown(result), end="")
+    print(printable(markdown(result), lines=True), end="")
     print("-> " + ", ".join(str(p) for p in written))
     if not any(p.name == COMPARE_PNG for p in written):
         say(f"{COMPARE_PNG} skipped: matplotlib is missing ({pip_hint('matplotlib')})")
@@ -429,11 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except IcmError as e:
-        print(f"icm: {e}", file=sys.stderr)
+        print(f"icm: {printable(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a folder we may not write: one line, files stay valid
         where = f"{e.filename}: " if e.filename else ""
-        print(f"icm: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"icm: {printable(f'{where}{e.strerror or e}')}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(

@@ -3,8 +3,27 @@
 The CLI prints `icm: <message>` and exits with code 2; the original exception stays in `__cause__`.
 """
 
+import re
 import shlex
 import sys
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""What a terminal acts on instead of showing: C0 and C1 control characters (escape sequences
+start with one), DEL, and the bidirectional overrides that reorder what is shown."""
+
+
+def printable(text: str, lines: bool = False) -> str:
+    """`text` safe to print: every control character shown as an escape (\\x1b, \\u202e),
+    newlines too unless `lines`. Error bodies, field names and claims come from data or from
+    servers, and must not drive the terminal."""
+
+    def escape(m: re.Match[str]) -> str:
+        c = m.group()
+        if lines and c == "\n":
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+    return _CONTROL.sub(escape, text)
 
 
 def pip_hint(*packages: str) -> str:

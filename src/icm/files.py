@@ -187,3 +187,26 @@ def sweep(folder: str | Path) -> int:
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP, CSV injection)."""
+
+
+def neutral(value: object) -> object:
+    """A text cell a spreadsheet shows as text: one that starts like a formula gets a leading
+    single quote, as OWASP advises. A cell that already starts with a quote before such a
+    character (or another quote) gets one too, so `restore` undoes exactly this."""
+    if isinstance(value, str) and (
+        value.startswith(FORMULA_START)
+        or (value.startswith("'") and value[1:2] in (*FORMULA_START, "'"))
+    ):
+        return "'" + value
+    return value
+
+
+def restore(value: str) -> str:
+    """The text `neutral` was given (for CSV files icm wrote and a person filled in)."""
+    if value.startswith("'") and value[1:2] in (*FORMULA_START, "'"):
+        return value[1:]
+    return value

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .. import files
 from ..errors import IcmError
+from ..files import neutral
 
 CONTAINERS = {".jsonl": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
@@ -70,14 +71,15 @@ def write(records: list[dict], out: str | Path) -> str:
 
 
 def to_csv(records: list[dict]) -> str:
-    """One row per record, a column per key (in first-seen order); lists and objects as JSON."""
+    """One row per record, a column per key (in first-seen order); lists and objects as JSON,
+    text that would start a formula neutralised (`neutral`)."""
     columns = list(dict.fromkeys(k for r in records for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, columns, lineterminator="\n")
     writer.writeheader()
     for r in records:
         writer.writerow(
-            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in r.items()}
+            {k: neutral(json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()}
         )
     return buf.getvalue()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import files
 from ..backends import make_model
+from ..core.consistency import constraints, violations
 from ..core.model import LabelModel, token_costs, token_counts
 from ..errors import ConfigError, DataError
 from ..tasks import Dataset, Task, resolve_task
@@ -91,12 +92,7 @@ def read_fixed(path: str | None, task: Task, data: Dataset) -> dict[int, int]:
     Only this file's labels are used: gold labels in the data file are never read."""
     if not path:
         return {}
-    if Path(path).suffix.lower() == ".csv":
-        text = files.read_text(path, "fixed-labels file")
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-        lines = list(range(1, len(rows) + 1))
-    else:
-        rows, lines = read_rows(Path(path))
+    rows, lines = _fixed_rows(path)
     where: dict[str, list[int]] = {}
     for i, ex in enumerate(data.examples):
         where.setdefault(ex.prompt, []).append(i)
@@ -117,8 +113,44 @@ def read_fixed(path: str | None, task: Task, data: Dataset) -> dict[int, int]:
         if len(hits) != 1:
             found = "no claim" if not hits else "more than one claim"
             raise DataError(f"{path}: row {r}: matches {found} of {data.source}")
+        if fixed.get(hits[0], y) != y:
+            raise DataError(f"{path}: row {r}: gives another label to a claim an earlier row fixed")
         fixed[hits[0]] = y
+    if not fixed:
+        raise DataError(f"{path}: field 'human_label' is empty in every row: it fixes no label")
+    _check_rule(path, task, data, fixed)
     return fixed
+
+
+def _fixed_rows(path: str) -> tuple[list[dict], list[int]]:
+    """The rows of a fixed-labels file (CSV: text as icm wrote it, see `files.restore`); one that
+    has no `human_label` column is refused (the data file itself, say)."""
+    if Path(path).suffix.lower() == ".csv":
+        text = files.read_text(path, "fixed-labels file")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = [
+            {k: files.restore(v) if isinstance(v, str) else v for k, v in row.items()}
+            for row in reader
+        ]
+        lines = list(range(1, len(rows) + 1))
+    else:
+        rows, lines = read_rows(Path(path))
+    if not any(isinstance(row, dict) and "human_label" in row for row in rows):
+        raise DataError(f"{path}: no field 'human_label': not a file of labels a person gave")
+    return rows, lines
+
+
+def _check_rule(path: str, task: Task, data: Dataset, fixed: dict[int, int]) -> None:
+    """Fixed labels that break the consistency rule between themselves are refused: the search
+    could never obey both them and the rule."""
+    labels = [fixed.get(i, -1) for i in range(len(data))]
+    broken = violations(constraints(task.rule, data.examples), labels)
+    if broken:
+        c = broken[0]
+        raise DataError(
+            f"{path}: the labels fixed for rows {data.line(c.i)} and {data.line(c.j)} of "
+            f"{data.source} break the consistency rule {task.rule!r}"
+        )
 
 
 @dataclass

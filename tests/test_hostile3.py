@@ -1,0 +1,148 @@
+"""Hostile inputs, round 3: outputs that would attack their reader, fixed-labels files that fix
+nothing or contradict themselves, and text that would drive the terminal.
+
+Model-free where the model plays no part (the stand-in scorer of tests/standin.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from icm import files
+from icm.cli import main
+from icm.demo import make_demo_rows
+from icm.errors import DataError, printable
+from icm.files import neutral, restore
+from icm.run import Run
+from icm.run.config import RunConfig
+from icm.run.plan import prepare
+
+from .standin import PlantedModel
+from .test_trust import setup
+
+
+# -- CSV injection ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text", ["=1+1", "+A1", "-2+3", "@SUM(A1)", "\tx", "\rx", "'=1", "''", "'x", "plain", "-"]
+)
+def test_neutral_cells_read_as_text_and_restore_exactly(text):
+    cell = neutral(text)
+    assert not str(cell).startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert restore(str(cell)) == text
+
+
+def test_numbers_stay_numbers():
+    assert neutral(-1.5) == -1.5 and neutral(-3) == -3
+
+
+def test_a_review_csv_holds_no_live_formula_and_comes_back_as_fixed_labels(tmp_path):
+    rows = [
+        {"question": f"Q{g}?", "choice": text, "label": k == 0, "consistency_id": g}
+        for g, pair in enumerate([('=HYPERLINK("http://x")', "+1"), ("@A1", "-5 degrees")])
+        for k, text in enumerate(pair)
+    ]
+    data = tmp_path / "d.jsonl"
+    files.write_jsonl(data, rows)
+    cfg = RunConfig(data=str(data), iterations=2)
+    planted = {ex.prompt: int(g) for ex, g in zip(*_examples(cfg), strict=True)}
+    Run.create(cfg, tmp_path / "run").execute(PlantedModel(planted))
+    review = tmp_path / "review.csv"
+    assert main(["export", str(tmp_path / "run"), "--format", "review", "--out", str(review)]) == 0
+    text = review.read_text()
+    cells = [c for line in csv.reader(text.splitlines()) for c in line]
+    assert not [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r"))]
+    assert "'=HYPERLINK" in text and "'-5 degrees" in text
+    with open(review, newline="") as f:
+        back = list(csv.DictReader(f))
+    for r in back:
+        r["human_label"] = "true" if r["choice"] in ('\'=HYPERLINK("http://x")', "'@A1") else ""
+    with open(review, "w", newline="") as f:
+        w = csv.DictWriter(f, list(back[0]))
+        w.writeheader()
+        w.writerows(back)
+    cfg2 = RunConfig(data=str(data), iterations=2, fixed_labels=str(review))
+    prepared = prepare(cfg2, PlantedModel(planted))
+    assert sorted(prepared.fixed) == [0, 2] and set(prepared.fixed.values()) == {1}
+
+
+def _examples(cfg):
+    from icm.run.plan import load_data
+
+    _, data = load_data(cfg)
+    return data.examples, data.gold
+
+
+# -- fixed-labels files ----------------------------------------------------------------------------
+def _fixed(tmp_path, rows, cfg):
+    path = tmp_path / "fixed.jsonl"
+    files.write_jsonl(path, rows)
+    cfg.fixed_labels = str(path)
+    return path
+
+
+def test_fixed_labels_that_contradict_each_other_are_refused(tmp_path):
+    cfg, model = setup(tmp_path)
+    claim = {"question": "Question 0?", "choice": "Answer 0 to question 0.", "consistency_id": 0}
+    path = _fixed(tmp_path, [{**claim, "human_label": True}, {**claim, "human_label": False}], cfg)
+    with pytest.raises(DataError, match=f"{path}: row 2: gives another label"):
+        prepare(cfg, model)
+
+
+def test_a_fixed_labels_file_that_fixes_nothing_is_refused(tmp_path):
+    cfg, model = setup(tmp_path)
+    claim = {"question": "Question 0?", "choice": "Answer 0 to question 0.", "consistency_id": 0}
+    _fixed(tmp_path, [{**claim, "human_label": ""}, {**claim, "human_label": None}], cfg)
+    with pytest.raises(DataError, match="'human_label' is empty in every row"):
+        prepare(cfg, model)
+
+
+def test_the_data_file_itself_is_not_a_fixed_labels_file(tmp_path):
+    cfg, model = setup(tmp_path)
+    cfg.fixed_labels = cfg.data  # gold labels in 'label', no human_label: must fix nothing
+    with pytest.raises(DataError, match="no field 'human_label'"):
+        prepare(cfg, model)
+
+
+def test_fixed_labels_that_break_the_rule_are_refused(tmp_path):
+    data = tmp_path / "demo.jsonl"
+    rows = make_demo_rows(4, seed=0)
+    files.write_jsonl(data, rows)
+    cfg = RunConfig(task="demo", data=str(data), iterations=1)
+    both = [{k: v for k, v in r.items() if k != "label"} | {"human_label": True} for r in rows[:2]]
+    _fixed(tmp_path, both, cfg)  # one statement and its question, both True: "exactly one"
+    with pytest.raises(DataError, match="break the consistency rule"):
+        prepare(cfg, PlantedModel({}))
+
+
+# -- the terminal ----------------------------------------------------------------------------------
+def test_printable_escapes_what_a_terminal_would_act_on():
+    assert printable("a\x1b[2Jb\u202ec\x07") == "a\\x1b[2Jb\\u202ec\\x07"
+    assert printable("one\ntwo") == "one\\x0atwo"
+    assert printable("one\ntwo", lines=True) == "one\ntwo"
+
+
+def test_an_error_line_carries_no_escape_sequence(tmp_path):
+    hostile = tmp_path / "claims\x1b[2J\x1b]0;owned\x07.json"
+    hostile.write_text(json.dumps([{"question": "q", "choice": "c"}]) + "\n{")
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "icm.cli",
+            "run",
+            "--data",
+            str(hostile),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr
+    assert "\\x1b[2J" in r.stderr and len(r.stderr.strip().splitlines()) == 1
