@@ -101,10 +101,11 @@ def comparison_run(tmp_path_factory) -> Path:
     """A finished-looking ICM run of the alpaca task over `comparison_rows` (labels = gold)."""
     from icm import files
     from icm.run.config import RunConfig
+    from icm.run.folder import RunFolder
 
     folder = tmp_path_factory.mktemp("cmp") / "run"
     folder.mkdir()
-    (folder / ".icm-run").write_text("made by icm\n")
+    RunFolder(folder).mark()
     files.write_json(folder / "config.json", RunConfig(task="alpaca", data="").to_json())
     rows = comparison_rows()
     files.write_jsonl(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from icm.run.folder import RunFolder
 from icm.tasks import get_task
 
 BAD = Path(__file__).parent / "data" / "bad"
@@ -91,7 +92,7 @@ def test_bad_input_leaves_an_existing_run_untouched(case, tmp_path, request):
         request.getfixturevalue("default_model_converted")
     run = tmp_path / "run"
     (run / "batches" / "000").mkdir(parents=True)
-    (run / ".icm-run").write_text("made by icm\n")
+    RunFolder(run).mark()
     for name in ("config.json", "state.json", "summary.json", "batches/000/state.json"):
         (run / name).write_text('{"kept": true}\n')
     (run / "labels.jsonl").write_text('{"icm_label": true}\n')

@@ -21,6 +21,7 @@ from icm.core.search import SearchConfig
 from icm.errors import ContextLengthError, RunError
 from icm.run import Run
 from icm.run.config import RunConfig
+from icm.run.folder import RunFolder
 
 from .conftest import custom_code_model, shared
 
@@ -104,7 +105,7 @@ def test_killed_while_writing_outputs_resumes_to_the_same_files(baseline, defaul
     run = tmp_path / "run"
     shutil.copytree(baseline, run)
     (run / "summary.json").unlink()  # labels.jsonl was replaced, summary.json not yet
-    (run / ".summary.json.x1y2.tmp").write_text('{"utility": -1')  # a write cut short
+    (run / ".summary.json.icm-x1y2.tmp").write_text('{"utility": -1')  # a write cut short
     Run.open(run).execute(default_model)
     assert outputs(run) == outputs(baseline)
     assert not list(run.rglob("*.tmp"))  # the resumed run sweeps what the kill left
@@ -134,7 +135,7 @@ def test_a_new_run_never_clobbers_an_existing_one(tmp_path):
 def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
     old = tmp_path / "old"
     (old / "batches" / "000").mkdir(parents=True)
-    (old / ".icm-run").write_text("made by icm\n")
+    RunFolder(old).mark()
     for name in ("state.json", "summary.json", "batches/000/summary.json", "notes.txt"):
         (old / name).write_text("{}")
     run = Run.create(RunConfig(data=str(GOOD)), old, overwrite=True)

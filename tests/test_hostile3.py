@@ -146,3 +146,67 @@ def test_an_error_line_carries_no_escape_sequence(tmp_path):
     assert r.returncode == 2
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr
     assert "\\x1b[2J" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# -- what icm may remove ---------------------------------------------------------------------------
+def test_the_sweep_removes_only_icm_temporary_files(tmp_path):
+    from icm.files import sweep, write_text
+
+    run = tmp_path / "run"
+    (run / "batches").mkdir(parents=True)
+    mine = [run / ".notes.tmp", run / "draft.tmp", run / "batches" / ".x.json.tmp"]
+    for p in mine:
+        p.write_text("the user's")
+    outside = tmp_path / "precious.txt"
+    outside.write_text("keep")
+    (run / ".link.icm-abcd.tmp").symlink_to(outside)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".y.icm-abcd.tmp").write_text("not under the run")
+    (run / "linked").symlink_to(elsewhere, target_is_directory=True)
+    cut_short = run / "batches" / ".state.json.icm-k3j2.tmp"
+    cut_short.write_text("{")
+    write_text(run / "ok.json", "{}")  # an atomic write leaves no temporary file behind
+    assert sweep(run) == 1
+    assert not cut_short.exists()
+    assert all(p.read_text() == "the user's" for p in mine)
+    assert outside.read_text() == "keep" and (run / ".link.icm-abcd.tmp").is_symlink()
+    assert (elsewhere / ".y.icm-abcd.tmp").exists()
+
+
+def test_a_copied_marker_does_not_make_a_folder_icms(tmp_path):
+    from icm.errors import RunError
+    from icm.run.folder import MARKER, RunFolder
+
+    made = tmp_path / "made"
+    made.mkdir()
+    RunFolder(made).mark()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "labels.jsonl").write_text("the user's\n")
+    (theirs / MARKER).write_bytes((made / MARKER).read_bytes())
+    assert RunFolder(made).made_by_icm and not RunFolder(theirs).made_by_icm
+    with pytest.raises(RunError, match="marker was made for another folder"):
+        RunFolder(theirs).check_new(overwrite=True)
+    assert (theirs / "labels.jsonl").read_text() == "the user's\n"
+
+
+def test_overwrite_removes_icm_names_in_icm_layout_only(tmp_path):
+    from icm.run.folder import RunFolder
+
+    cfg, model = setup(tmp_path, chains=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    keep = [run / "batches" / "notes.md", run / "batches" / "000" / "mine.txt"]
+    keep += [run / "batches" / "000" / "chain-0" / "plot.png", run / "batches" / "extra" / "x"]
+    for p in keep:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("the user's")
+    target = tmp_path / "precious.json"
+    target.write_text("keep")
+    (run / "eval.json").symlink_to(target)  # a link under one of icm's names
+    Run.create(cfg, run, overwrite=True)
+    assert all(p.read_text() == "the user's" for p in keep)
+    assert target.read_text() == "keep" and (run / "eval.json").is_symlink()
+    assert not (run / "batches" / "000" / "chain-1").exists()
+    assert not (run / "labels.jsonl").exists() and RunFolder(run).made_by_icm

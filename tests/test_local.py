@@ -152,3 +152,19 @@ def test_concept_test_tells_a_planted_concept_from_noise():
     flat = Search(examples, noise, "same-answer")
     result = concept_test(flat, truth, rng=rng)
     assert result["holds"] in (False, None)
+
+
+def test_no_iterations_means_the_zero_shot_start_settled(tmp_path):
+    """--iterations 0 with the default search: no annealing step, only the settling moves."""
+    from icm import files
+    from icm.run import Run
+
+    from .test_trust import setup
+
+    cfg, model = setup(tmp_path, iterations=0)
+    summary = Run.create(cfg, tmp_path / "run").execute(model)
+    path = tmp_path / "run" / "batches" / "000" / "chain-0" / "trace.jsonl"
+    trace = files.read_jsonl(path) if path.exists() else []  # the start may need no move
+    assert summary["iterations"] == 0 and summary["searched_share"] == 1.0
+    assert all("polish" in row and row["n"] == 0 for row in trace)
+    assert summary["agreement"] == 1.0  # the planted labelling, found

@@ -125,6 +125,10 @@ def dumps(obj: object, indent: int | None = None) -> str:
     return json.dumps(obj, indent=indent, allow_nan=False)
 
 
+TEMP_MARK = ".icm-"
+"""In the name of every temporary file icm writes, between the target's name and the random part."""
+
+
 def umask() -> int:
     """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
@@ -140,7 +144,9 @@ def _named(e: OSError, path: Path) -> OSError:
 def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp"
+        )
     except OSError as e:
         raise _named(e, path) from e
     try:
@@ -181,9 +187,22 @@ def append_jsonl(path: str | Path, row: dict) -> None:
         raise _named(e, Path(path)) from e
 
 
+def is_temp(path: Path) -> bool:
+    """Whether `path` is the temporary file of an atomic write of icm's (`.NAME.icm-XXXX.tmp`):
+    the only files `sweep` removes, never a user's own `*.tmp`."""
+    name = path.name
+    return name.startswith(".") and name.endswith(".tmp") and TEMP_MARK in name
+
+
 def sweep(folder: str | Path) -> int:
-    """Remove the temporary files of writes a kill cut short (under `folder`); how many."""
-    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    """Remove the temporary files of writes a kill cut short (under `folder`, not following
+    links); how many."""
+    stale = []
+    for root, _, names in os.walk(folder):  # os.walk does not enter linked folders
+        for name in names:
+            p = Path(root) / name
+            if is_temp(p) and not p.is_symlink() and p.is_file():
+                stale.append(p)
     for p in stale:
         p.unlink(missing_ok=True)
     return len(stale)

@@ -72,7 +72,8 @@ class Run:
 
     def iterations(self, data: Dataset, parts: list[list[int]]) -> list[int]:
         """Search iterations of each batch: --iterations, else twice its rows."""
-        return [self.cfg.iterations or 2 * len(p) for p in parts]
+        given = self.cfg.iterations
+        return [2 * len(p) if given is None else given for p in parts]
 
     def done(self) -> int:
         """The most iterations any search of this run has checkpointed."""

@@ -16,6 +16,7 @@ the report and evaluation files icm writes there), never another file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -44,6 +45,22 @@ OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
 EXTRA_OUTPUTS: tuple[str, ...] = ("report.html", "eval.json", "eval.md", "eval.png")
 EXTRA_OUTPUTS += ("compare.json", "compare.md", "compare.png")
 """Files other commands write into a run folder by default: also icm's own."""
+
+
+MARKER_NOTE = "made by icm: --overwrite may replace the files icm wrote here"
+TRAINED_META = "icm_train.json"
+"""In every model folder icm trains (`icm.train.META`)."""
+
+
+def _remove_file(path: Path) -> None:
+    """Remove a regular file icm names; a link or a folder under that name is left alone."""
+    if path.is_file() and not path.is_symlink():
+        path.unlink()
+
+
+def _remove_empty(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty: what is left is not icm's
+        folder.rmdir()
 
 
 def fingerprint(obj: object) -> str:
@@ -130,9 +147,27 @@ class RunFolder:
     def chain(self, b: int, c: int) -> Path:
         return self.batch(b) / f"chain-{c}"
 
+    def mark(self) -> None:
+        """Mark the folder as icm's: the marker names this very folder (its device and inode),
+        so a marker copied into another folder proves nothing there."""
+        st = os.stat(self.path)
+        files.write_json(
+            self.path / MARKER,
+            {"made_by": "icm", "folder": [st.st_dev, st.st_ino], "note": MARKER_NOTE},
+        )
+
     @property
     def made_by_icm(self) -> bool:
-        return (self.path / MARKER).is_file()
+        """Whether icm made this folder: a marker (not a link) that names this folder."""
+        marker = self.path / MARKER
+        try:
+            if marker.is_symlink() or not marker.is_file():
+                return False
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+            st = os.stat(self.path)
+        except (OSError, ValueError):
+            return False
+        return isinstance(saved, dict) and saved.get("folder") == [st.st_dev, st.st_ino]
 
     # -- creating -------------------------------------------------------------------------------
     def check_new(self, overwrite: bool, inputs: Sequence[str] = ()) -> None:
@@ -152,8 +187,13 @@ class RunFolder:
                 f"{path}: already exists and is not empty: pass --overwrite, or --resume it"
             )
         if not self.made_by_icm:
+            why = (
+                "its marker was made for another folder"
+                if (path / MARKER).exists()
+                else (f"no {MARKER}")
+            )
             raise RunError(
-                f"{path}: not a run folder icm made (no {MARKER}); --overwrite replaces only "
+                f"{path}: not a run folder icm made here ({why}); --overwrite replaces only "
                 "those: choose another --out"
             )
         inside = [p for p in inputs if p and _within(Path(p), path)]
@@ -169,7 +209,8 @@ class RunFolder:
         self.check_new(overwrite, inputs)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            files.write_text(self.path / MARKER, "made by icm: --overwrite may replace it\n")
+            if not self.made_by_icm:
+                self.mark()
             self.lock()
             try:
                 if (self.path / CONFIG).exists() and not overwrite:
@@ -183,12 +224,30 @@ class RunFolder:
             raise RunError(f"{self.path}: cannot create the run folder: {e.strerror}") from e
 
     def clear(self) -> None:
-        """Remove icm's outputs (never another file): what --overwrite replaces."""
+        """Remove icm's outputs, never another file: what --overwrite replaces. Only icm's file
+        names in icm's layout go (batches/NNN/, chain-C/, a fine-tuned model icm marked); a
+        user's file among them, or a link under one of icm's names, stays."""
         for name in (*OUTPUTS, *EXTRA_OUTPUTS):
-            (self.path / name).unlink(missing_ok=True)
+            _remove_file(self.path / name)
         batches = self.path / BATCHES
-        if batches.is_dir():
-            shutil.rmtree(batches)
+        if batches.is_symlink() or not batches.is_dir():
+            return
+        for batch in sorted(batches.iterdir()):
+            if batch.is_symlink() or not batch.is_dir() or not batch.name.isdigit():
+                continue
+            for name in OUTPUTS:
+                _remove_file(batch / name)
+            for sub in sorted(batch.iterdir()):
+                if sub.is_symlink() or not sub.is_dir():
+                    continue
+                if sub.name.startswith("chain-"):
+                    for name in (STATE, TRACE, FINAL):
+                        _remove_file(sub / name)
+                elif (sub / TRAINED_META).is_file() and not (sub / TRAINED_META).is_symlink():
+                    shutil.rmtree(sub)  # a model icm trained and marked
+                _remove_empty(sub)
+            _remove_empty(batch)
+        _remove_empty(batches)
 
     # -- opening --------------------------------------------------------------------------------
     def read_config(self) -> RunConfig:

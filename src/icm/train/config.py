@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from ..backends.options import DTYPES, threads_option, trust_option
 from ..options import SEED_MAX, option
+from ..run.folder import TRAINED_META
 
-META = "icm_train.json"
+META = TRAINED_META
 """Written into every trained folder: what it was trained from and how."""
 
 
