@@ -210,3 +210,41 @@ def test_overwrite_removes_icm_names_in_icm_layout_only(tmp_path):
     assert target.read_text() == "keep" and (run / "eval.json").is_symlink()
     assert not (run / "batches" / "000" / "chain-1").exists()
     assert not (run / "labels.jsonl").exists() and RunFolder(run).made_by_icm
+
+
+# -- links -----------------------------------------------------------------------------------------
+def test_no_write_goes_through_a_link_icm_did_not_make(tmp_path):
+    from icm.errors import LinkError
+    from icm.files import append_jsonl, write_json
+
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    for name in ("trace.jsonl", "state.json"):
+        (tmp_path / name).symlink_to(target)
+    with pytest.raises(LinkError, match="is a link"):
+        append_jsonl(tmp_path / "trace.jsonl", {"n": 1})
+    with pytest.raises(LinkError, match="is a link"):
+        write_json(tmp_path / "state.json", {"n": 1})
+    assert target.read_text() == "keep" and (tmp_path / "state.json").is_symlink()
+
+
+def test_a_run_never_writes_through_links_in_its_folder(tmp_path, capsys):
+    from icm.run.folder import RunFolder
+
+    cfg, model = setup(tmp_path)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    (run / ".lock").unlink()
+    (run / ".lock").symlink_to(target)
+    with pytest.raises(Exception, match="is a link"):
+        Run.open(run).execute(model)
+    assert target.read_text() == "keep"
+    # --out given as a link to a folder: refused, nothing written where it points
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "out").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(Exception, match="is a link"):
+        RunFolder(tmp_path / "out").check_new(overwrite=False)
+    assert list(elsewhere.iterdir()) == []

@@ -64,6 +64,10 @@ class RunError(IcmError):
     """A run folder cannot be created, read or resumed."""
 
 
+class LinkError(IcmError):
+    """A symbolic link icm did not make stands where icm would write: refused, never followed."""
+
+
 class Stopped(Exception):  # noqa: N818 - a signal, not an error a user sees
     """Work gave up at a safe point because other work it belongs with failed or was
     interrupted (a request of a batch, a search of a run); the first failure is what is raised."""

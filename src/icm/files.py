@@ -11,6 +11,7 @@ and never write bare NaN, so every JSON file icm writes parses with a strict par
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -18,7 +19,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, LinkError
 
 MAX_BYTES = 1 << 30
 """The largest file icm reads (1 GiB): data sets are held in memory, and ICM labels thousands of
@@ -142,7 +143,11 @@ def _named(e: OSError, path: Path) -> OSError:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
+    """`data` into `path` atomically (a temporary file, then a rename); a link at `path` is
+    refused, neither replaced nor written through."""
     path = Path(path)
+    if path.is_symlink():
+        raise LinkError(f"{path}: is a link icm did not make; icm never writes through one")
     try:
         fd, tmp = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp"
@@ -179,7 +184,15 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     """One whole line per call, flushed; a reader drops a torn last line (`torn_tail`)."""
     line = dumps(row) + "\n"
     try:
-        with open(path, "a", encoding="utf-8") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # a link where icm appends: never written through
+            raise LinkError(
+                f"{path}: is a link icm did not make; icm never writes through one"
+            ) from e
+        raise _named(e, Path(path)) from e
+    try:
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -17,6 +17,7 @@ the report and evaluation files icm writes there), never another file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import files
-from ..errors import DataError, IcmError, RunError
+from ..errors import DataError, IcmError, LinkError, RunError
 from ..tasks import Dataset
 from .config import RunConfig
 
@@ -140,6 +141,14 @@ class RunFolder:
         self.path = Path(path)
         self._lock_fd: int | None = None
 
+    def _not_a_link(self) -> None:
+        """A run folder icm writes in is never reached through a link (`--out`, `--resume`)."""
+        if self.path.is_symlink():
+            raise LinkError(
+                f"{self.path}: is a link; give the folder it points at: icm does not write "
+                "through links"
+            )
+
     # -- layout ---------------------------------------------------------------------------------
     def batch(self, b: int) -> Path:
         return self.path / BATCHES / f"{b:03d}"
@@ -174,6 +183,7 @@ class RunFolder:
         """A new run may go into a new or empty folder, or, with `overwrite`, into a folder icm
         made, and only when none of its `inputs` (data, task spec) lies inside it."""
         path = self.path
+        self._not_a_link()
         if path.exists() and not path.is_dir():
             raise RunError(f"{path}: exists and is not a folder")
         try:
@@ -282,7 +292,13 @@ class RunFolder:
         process that wants it is refused with one line. The kernel drops it if we are killed."""
         if self._lock_fd is not None:
             return
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        self._not_a_link()
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise LinkError(f"{self.path / LOCK}: is a link icm did not make") from e
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
