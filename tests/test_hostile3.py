@@ -248,3 +248,85 @@ def test_a_run_never_writes_through_links_in_its_folder(tmp_path, capsys):
     with pytest.raises(Exception, match="is a link"):
         RunFolder(tmp_path / "out").check_new(overwrite=False)
     assert list(elsewhere.iterdir()) == []
+
+
+# -- run folders that were edited ------------------------------------------------------------------
+def _checkpoint(run):
+    return run / "batches" / "000" / "chain-0" / "state.json"
+
+
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        (lambda s: s["labels"].__setitem__(0, 2), "-1, 0 or 1"),
+        (lambda s: s["labels"].__setitem__(0, True), "-1, 0 or 1"),
+        (lambda s: s["labels"].pop(), "must hold"),
+        (lambda s: s.__setitem__("iteration", -3), "counts"),
+        (lambda s: s.__setitem__("accepted", 10**6), "accepted at most iteration"),
+        (lambda s: s.__setitem__("tokens", -1), "counts"),
+        (lambda s: s.__setitem__("seconds", "fast"), "number"),
+        (lambda s: s.__setitem__("rng", {"bit_generator": "MT19937", "state": {}}), "PCG64"),
+        (lambda s: s["rng"].__setitem__("state", "x"), "generator state"),
+        (lambda s: s.__setitem__("best_labels", [7]), "best_labels"),
+    ],
+)
+def test_an_edited_checkpoint_is_refused_with_one_line(tmp_path, edit, says):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    saved = json.loads(_checkpoint(run).read_text())
+    edit(saved)
+    _checkpoint(run).write_text(json.dumps(saved))
+    (run / "batches" / "000" / "chain-0" / "final.json").unlink()
+    cfg.iterations = 4
+    with pytest.raises(RunError, match=says) as e:
+        Run.open(run).execute(model)
+    assert "\n" not in str(e.value)
+
+
+def test_a_flipped_fixed_label_in_a_checkpoint_is_refused(tmp_path):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    claim = {"question": "Question 0?", "choice": "Answer 0 to question 0.", "consistency_id": 0}
+    _fixed(tmp_path, [{**claim, "human_label": True}], cfg)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    saved = json.loads(_checkpoint(run).read_text())
+    saved["labels"][0] = 0
+    _checkpoint(run).write_text(json.dumps(saved))
+    (run / "batches" / "000" / "chain-0" / "final.json").unlink()
+    with pytest.raises(RunError, match="a label a person fixed was changed"):
+        Run.open(run).execute(model)
+
+
+def test_a_missing_plan_is_not_made_again_over_checkpoints(tmp_path):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    (run / "plan.json").unlink()
+    with pytest.raises(RunError, match="plan.json is missing"):
+        Run.open(run).execute(model)
+    assert not (run / "plan.json").exists()
+
+
+def test_an_edited_config_is_noticed_on_resume(tmp_path):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    config = json.loads((run / "config.json").read_text())
+    config["search"]["alpha"] = 50.0
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="config.json no longer holds"):
+        Run.open(run).execute(model)
+    # what a resume may change (iterations, workers) is not an edit
+    config["search"]["alpha"] = cfg.search.alpha
+    config["iterations"], config["workers"] = 3, 2
+    (run / "config.json").write_text(json.dumps(config))
+    Run.open(run).execute(model)

@@ -22,12 +22,14 @@ from .. import files
 from ..core.consistency import constraints
 from ..core.model import LabelModel
 from ..core.search import Search
+from ..errors import RunError
 from ..tasks import Dataset, Task
 from ..tasks.base import agreement
 from .chains import combine
 from .checks import warnings
 from .config import RunConfig
 from .folder import (
+    BATCHES,
     LABELS,
     STATE,
     SUMMARY,
@@ -121,6 +123,11 @@ class Run:
     def plan(self, now: Plan) -> Plan:
         """The saved plan, checked against the one the inputs make now; or that one, saved."""
         saved = self.folder.read_plan()
+        if saved is None and any(self.path.glob(f"{BATCHES}/*/chain-*/{STATE}")):
+            raise RunError(
+                f"{self.path}: plan.json is missing but searches have checkpoints: a plan is "
+                "never made again over them; start afresh with a new --out"
+            )
         if saved is None:
             self.folder.write_plan(now)
             return now

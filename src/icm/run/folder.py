@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .. import files
 from ..errors import DataError, IcmError, LinkError, RunError
+from ..options import resumable
 from ..tasks import Dataset
 from .config import RunConfig
 
@@ -92,9 +93,13 @@ class Plan:
     batches: list[list[int]]
     data: dict
     model: dict
+    settings: str | None = None
+    """A fingerprint of the options that decide what the run computes (not those a resume
+    may change): an edited config.json is noticed. None in plans of older runs."""
 
     def to_json(self) -> dict:
-        return {"batches": self.batches, "data": self.data, "model": self.model}
+        out = {"batches": self.batches, "data": self.data, "model": self.model}
+        return out | ({"settings": self.settings} if self.settings else {})
 
     @classmethod
     def from_json(cls, d: object, source: str) -> Plan:
@@ -104,7 +109,9 @@ class Plan:
             assert isinstance(batches, list) and all(
                 isinstance(b, list) and all(type(i) is int for i in b) for b in batches
             )
-            return cls(batches, dict(d["data"]), dict(d["model"]))
+            settings = d.get("settings")
+            assert settings is None or isinstance(settings, str)
+            return cls(batches, dict(d["data"]), dict(d["model"]), settings)
         except (AssertionError, KeyError, TypeError, ValueError) as e:
             raise RunError(f"{source}: not a plan icm wrote") from e
 
@@ -121,12 +128,23 @@ class Plan:
                 f"{folder}: the prompts, consistency keys or fixed labels differ from those the "
                 f"run started with: {again}"
             )
+        if self.settings and now.settings and self.settings != now.settings:
+            raise RunError(
+                f"{folder}: config.json no longer holds the options the run started with "
+                f"(edited?): {again}"
+            )
         if self.model != now.model:
             then, current = _short(self.model), _short(now.model)
             raise RunError(f"{folder}: the model changed ({then} then, {current} now): {again}")
         n = sum(len(b) for b in self.batches)
         if sorted(i for b in self.batches for i in b) != list(range(n)) or n != now.data["rows"]:
             raise RunError(f"{folder / PLAN}: its batches do not cover the data's rows")
+
+
+def settings_fingerprint(cfg: RunConfig) -> str:
+    """The options that decide what a run computes, fingerprinted (resumable ones left out)."""
+    keep = resumable(type(cfg))
+    return fingerprint({k: v for k, v in cfg.to_json().items() if k not in keep})
 
 
 def _short(d: dict) -> str:

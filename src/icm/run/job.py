@@ -58,12 +58,51 @@ def read_state(job: Job) -> tuple[State, dict] | None:
         assert isinstance(saved, dict)
         stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens", "cached_tokens")}
         state = State.from_json(saved)
-        assert len(state.labels) == len(job.data) and all(y in (-1, 0, 1) for y in state.labels)
     except DataError as e:
         raise RunError(f"{path}: unreadable checkpoint: {e}") from e
     except (AssertionError, KeyError, TypeError) as e:
         raise RunError(f"{path}: unreadable checkpoint (not what icm writes)") from e
+    why = checkpoint_problem(state, stats, job)
+    if why:
+        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
     return state, stats
+
+
+def checkpoint_problem(state: State, stats: dict, job: Job) -> str | None:
+    """What is wrong with a checkpoint read back, or None: every field's type and range, the
+    labels' count and values, and the labels a person fixed."""
+
+    def count(v: object) -> bool:
+        return type(v) is int and v >= 0
+
+    labels = state.labels
+    if not isinstance(labels, list) or len(labels) != len(job.data):
+        return f"'labels' must hold {len(job.data)} labels"
+    if not all(type(y) is int and y in (-1, 0, 1) for y in labels):
+        return "'labels' must be -1, 0 or 1"
+    if not count(state.iteration) or not count(state.accepted) or state.accepted > state.iteration:
+        return "'iteration' and 'accepted' must be counts, accepted at most iteration"
+    if type(state.polish_moves) is not int or state.polish_moves < -1:
+        return "'polish_moves' must be a count or -1"
+    if not all(count(stats[k]) for k in ("calls", "tokens", "cached_tokens")):
+        return "'calls', 'tokens' and 'cached_tokens' must be counts"
+    if isinstance(stats["seconds"], bool) or not isinstance(stats["seconds"], int | float):
+        return "'seconds' must be a number"
+    if stats["seconds"] < 0:
+        return "'seconds' must not be negative"
+    if any(labels[i] != y for i, y in job.fixed.items()):
+        return "a label a person fixed was changed"
+    best = state.best_labels
+    if best is not None and (
+        not isinstance(best, list)
+        or len(best) != len(labels)
+        or not all(type(y) is int and y in (0, 1) for y in best)
+    ):
+        return "'best_labels' must be a complete labelling"
+    rng = state.rng
+    if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
+        return "'rng' must be the state of numpy's PCG64 generator"
+    return None
 
 
 def search_job(
@@ -94,7 +133,10 @@ def search_job(
     with metered() as usage:
         if saved:
             state, stats = saved
-            search.resume(state)
+            try:
+                search.resume(state)
+            except (ValueError, TypeError, KeyError) as e:
+                raise RunError(f"{state_path}: 'rng' is not a generator state icm wrote") from e
             # The trace may hold one line past the checkpoint (killed between the two writes).
             if trace_path.exists():
                 rows = files.read_jsonl(trace_path, torn_tail=True)

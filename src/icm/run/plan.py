@@ -19,6 +19,7 @@ from .config import RunConfig
 from .folder import (
     Plan,
     data_fingerprints,
+    settings_fingerprint,
 )
 
 
@@ -82,6 +83,7 @@ def make_plan(
         split(data, cfg, model),
         data_fingerprints(data, task.fmt, task.rule, fixed),
         model_identity(model),
+        settings_fingerprint(cfg),
     )
 
 
