@@ -330,3 +330,38 @@ def test_an_edited_config_is_noticed_on_resume(tmp_path):
     config["iterations"], config["workers"] = 3, 2
     (run / "config.json").write_text(json.dumps(config))
     Run.open(run).execute(model)
+
+
+# -- sizes and specs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text,says",
+    [
+        (
+            'name: a\ntemplate: "Q: {question}"\ntemplate: "R: {question}"\n',
+            "line 3: key 'template' appears twice",
+        ),
+        ('name: &x "aaaa"\ntemplate: "Q: {question}"\nprefix: *x\n', "aliases"),
+        ('name: a\n1: b\ntemplate: "Q: {question}"\n', "key 1 is not text"),
+        ('template: "Q: {question}"\nconsistency: {rule: [none]}\n', "consistency.rule"),
+    ],
+)
+def test_a_spec_that_yaml_would_read_silently_otherwise_is_refused(tmp_path, text, says):
+    from icm.tasks.custom import load_task_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(DataError, match=says) as e:
+        load_task_spec(spec)
+    assert str(e.value).startswith(str(spec)) and "\n" not in str(e.value)
+
+
+def test_a_context_budget_smaller_than_any_prompt_is_refused_before_a_write(tmp_path):
+    from icm.errors import ConfigError
+
+    class Counts(PlantedModel):
+        def count_tokens(self, texts):
+            return [len(t) for t in texts]  # a character a token
+
+    cfg, model = setup(tmp_path, context_tokens=16)
+    with pytest.raises(ConfigError, match="--context-tokens 16 cannot hold even one prompt: row"):
+        prepare(cfg, Counts(model.planted))

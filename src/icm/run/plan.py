@@ -187,8 +187,22 @@ def prepare(cfg: RunConfig, model: LabelModel | None = None) -> Prepared:
 
 
 def check_context(cfg: RunConfig, model: LabelModel, task: Task, data: Dataset) -> None:
-    """--context-tokens within the model's context, and every prompt within the context."""
+    """--context-tokens within the model's context, and every prompt (with the format's prefix
+    and a separator) within both."""
     context = model.max_context
+    budget = cfg.context_tokens or context
+    if not budget:
+        return
+    counts = token_counts(model, [ex.prompt for ex in data.examples])
+    if counts:
+        extra = token_counts(model, [task.fmt.prefix + task.fmt.separator]) or [0]
+        counts = [n + extra[0] for n in counts]
+    if counts and cfg.context_tokens and max(counts) + 1 > cfg.context_tokens:
+        i = max(range(len(counts)), key=counts.__getitem__)
+        raise ConfigError(
+            f"--context-tokens {cfg.context_tokens} cannot hold even one prompt: row "
+            f"{data.line(i)} of {data.source} needs {counts[i] + 1} tokens with the format's prefix"
+        )
     if not context:
         return
     if cfg.context_tokens and cfg.context_tokens > context:
@@ -198,6 +212,5 @@ def check_context(cfg: RunConfig, model: LabelModel, task: Task, data: Dataset) 
             f"--context-tokens {cfg.context_tokens} exceeds {why} of {cfg.model} ({context})"
             + (": pass --scorer naive to score longer prompts exactly" if window else "")
         )
-    counts = token_counts(model, [ex.prompt for ex in data.examples])
     if counts:
         task.check_lengths(data, counts, context)

@@ -37,13 +37,48 @@ KNOWN = {"name", "template", "group", "label", "consistency", "label_words", "se
 MAX_SPEC_BYTES = 1 << 20
 
 
+class SpecLoader(yaml.SafeLoader):
+    """YAML as a spec needs it: no aliases (an anchor used many times expands a small file into
+    megabytes of prompt), no duplicated keys (YAML keeps one silently), text keys only."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "aliases (*name) are not allowed in a task spec", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is not text", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(e: Exception) -> str:
+    """One line: where in the file, and what."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        return f"line {e.problem_mark.line + 1}: {e.problem or e.context}"
+    return str(e).splitlines()[0]
+
+
 def load_task_spec(path: str | Path) -> Task:
     path = Path(path)
     text = files.read_bytes(path, "task spec", MAX_SPEC_BYTES)
     try:
-        spec = yaml.safe_load(text.decode("utf-8-sig"))
+        spec = yaml.load(text.decode("utf-8-sig"), Loader=SpecLoader)  # noqa: S506 - safe loader
     except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-        raise DataError(f"{path}: invalid YAML/JSON: {str(e).splitlines()[0]}") from e
+        raise DataError(f"{path}: invalid YAML/JSON: {_yaml_problem(e)}") from e
     if not isinstance(spec, dict):
         raise DataError(f"{path}: a task spec must be a mapping")
     unknown = set(spec) - KNOWN
