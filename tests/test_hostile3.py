@@ -365,3 +365,29 @@ def test_a_context_budget_smaller_than_any_prompt_is_refused_before_a_write(tmp_
     cfg, model = setup(tmp_path, context_tokens=16)
     with pytest.raises(ConfigError, match="--context-tokens 16 cannot hold even one prompt: row"):
         prepare(cfg, Counts(model.planted))
+
+
+# -- files icm opens that are not its own ----------------------------------------------------------
+def test_the_call_cache_is_never_another_programs_database(tmp_path):
+    import sqlite3
+
+    from icm.backends.openai import CallCache
+    from icm.errors import IcmError
+
+    theirs = tmp_path / "app.db"
+    db = sqlite3.connect(theirs)
+    db.execute("CREATE TABLE users (name TEXT)")
+    db.commit()
+    db.close()
+    before = theirs.read_bytes()
+    with pytest.raises(IcmError, match="a database icm did not create"):
+        CallCache(theirs)
+    assert theirs.read_bytes() == before
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database at all\n" * 10)
+    with pytest.raises(IcmError, match="cannot use it as the call cache"):
+        CallCache(text)
+    assert text.read_text() == "not a database at all\n" * 10
+    mine = tmp_path / "cache.sqlite"
+    CallCache(mine).put("k", [(" True", -0.1)])
+    assert CallCache(mine).get("k") == [(" True", -0.1)]  # icm's own: opened again

@@ -124,14 +124,38 @@ class CallCache:
     """Answers already received, in SQLite, keyed by a hash of the request and of what the server
     says about its weights. A rerun of the same search sends no request."""
 
+    APPLICATION_ID = 0x49434D31  # "ICM1" in the SQLite header: this file is icm's call cache
+
     def __init__(self, path: str | Path) -> None:
         self.lock = threading.Lock()
+        path = Path(path)
+        if path.is_symlink():
+            raise IcmError(f"{path}: is a link; give the call cache's own path")
         try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(str(path), check_same_thread=False)
-            self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, top TEXT)")
+            self._claim(path)
         except (OSError, sqlite3.Error) as e:
             raise IcmError(f"{path}: cannot use it as the call cache: {e}") from e
+
+    def _claim(self, path: Path) -> None:
+        """A new file becomes icm's call cache; an existing one must be one (marked in its
+        header, or an older icm's with its one table): another program's database is refused
+        before anything is written to it."""
+        (app,) = self.db.execute("PRAGMA application_id").fetchone()
+        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
+        ours = app == self.APPLICATION_ID or (
+            app == 0 and tables <= {"calls", "sqlite_autoindex_calls_1"}
+        )
+        if not ours:
+            self.db.close()
+            raise IcmError(
+                f"{path}: a database icm did not create; --call-cache needs a new file or one "
+                "icm made"
+            )
+        with self.db:
+            self.db.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
+            self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, top TEXT)")
 
     @staticmethod
     def key(request: dict, served: dict) -> str:
