@@ -391,3 +391,42 @@ def test_the_call_cache_is_never_another_programs_database(tmp_path):
     mine = tmp_path / "cache.sqlite"
     CallCache(mine).put("k", [(" True", -0.1)])
     assert CallCache(mine).get("k") == [(" True", -0.1)]  # icm's own: opened again
+
+
+# -- time limits that hold -------------------------------------------------------------------------
+def test_a_server_that_drip_feeds_its_answer_is_cut_off_at_the_deadline():
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from icm.backends.http import Client
+    from icm.errors import ServerError
+
+    class Drip(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):  # a byte every 0.2 s: each wait is short, the whole is not
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:
+                pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = Client(f"http://127.0.0.1:{httpd.server_address[1]}/v1", None, 1.0, 1)
+        t0 = time.monotonic()
+        with pytest.raises(ServerError, match="no whole answer within 1 s"):
+            client.call("GET", "/models")
+        assert time.monotonic() - t0 < 6  # two attempts of 1 s and a backoff, not 200 s
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

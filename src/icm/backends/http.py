@@ -6,11 +6,13 @@ The standard library's `http.client` is enough for this, so the server backend a
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import random
 import re
+import socket
 import threading
 from urllib.parse import urlsplit
 
@@ -100,6 +102,42 @@ class Client:
             conn.close()
             self._local.conn = None
 
+    def _exchange(
+        self, conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One request and its whole answer within `timeout` seconds, connecting, sending and
+        reading together: a server that drip-feeds its answer is cut off at the deadline (the
+        socket's own timeout only bounds each wait for a byte)."""
+        cut = threading.Event()
+        held: list[socket.socket | None] = [None]  # the response may outlive conn.sock
+
+        def expire() -> None:
+            cut.set()
+            sock = held[0] or conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the read below
+
+        timer = threading.Timer(self.timeout, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            conn.request(method, path, body=body, headers=self.headers)
+            held[0] = conn.sock
+            if cut.is_set():
+                raise TimeoutError(f"no whole answer within {self.timeout:g} s")
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            if cut.is_set():
+                raise TimeoutError(f"no whole answer within {self.timeout:g} s") from e
+            raise
+        finally:
+            timer.cancel()
+        if cut.is_set():
+            raise TimeoutError(f"no whole answer within {self.timeout:g} s")
+        return resp, data
+
     def call(
         self,
         method: str,
@@ -124,10 +162,7 @@ class Client:
                 if abort.wait(max(backoff, wait)):
                     raise Stopped()
             try:
-                conn = self._connection()
-                conn.request(method, path, body=body, headers=self.headers)
-                resp = conn.getresponse()
-                data = resp.read()
+                resp, data = self._exchange(self._connection(), method, path, body)
             except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out
                 self._drop_connection()
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
