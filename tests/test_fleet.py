@@ -96,8 +96,13 @@ def test_two_replicas_behind_vllm_router(tmp_path):
         for name in ("sequential", "fleet")
     ]
     assert shares[1] >= 0.8 * shares[0] > 0
-    # Both replicas worked, and each batch's requests went to one replica: a prompt of batch b
-    # begins with a claim of batch b, and no claim's tokens reach both replicas.
+    # Both replicas worked, and a search's requests stay together: prompts that begin alike (a
+    # prompt of batch b begins with a claim of batch b) go to one replica. The review after a
+    # search (a fresh demonstration order) opens new prefixes the router may place anywhere.
     assert all(t.prompts for t in tallies)
-    starts = [{tuple(p[:12]) for p in t.prompts if len(p) > 12} for t in tallies]
-    assert not starts[0] & starts[1]
+    counts: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tallies):
+        for p in t.prompts:
+            counts.setdefault(tuple(p[:12]), [0, 0])[i] += 1
+    together = sum(max(c) for c in counts.values()) / sum(sum(c) for c in counts.values())
+    assert together >= 0.9, together

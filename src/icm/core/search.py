@@ -75,7 +75,7 @@ class SearchConfig:
         default=256, metadata={"help": "scored labellings kept for reuse", "min": 0}
     )
     orders: int = field(
-        default=1,
+        default=2,
         metadata={
             "help": "demonstration orders U is averaged over: 1 is the paper (data-set order); "
             "more make U less a matter of the order the demonstrations happen to come in",
@@ -84,7 +84,7 @@ class SearchConfig:
         },
     )
     init: str = field(
-        default="random",
+        default="zero-shot",
         metadata={
             "help": "random (K balanced random labels, the paper) or zero-shot (every example "
             "labelled by its zero-shot log-odds under the rule)",
@@ -92,7 +92,7 @@ class SearchConfig:
         },
     )
     moves: str = field(
-        default="fix",
+        default="consistent",
         metadata={
             "help": "fix (flip, then ConsistencyFix: the paper) or consistent (flip with the "
             "labels the rule forces: every state obeys the rule)",
@@ -100,11 +100,11 @@ class SearchConfig:
         },
     )
     keep_best: bool = field(
-        default=False,
+        default=True,
         metadata={"help": "end on the best consistent, complete labelling visited, not the last"},
     )
     polish: bool = field(
-        default=False,
+        default=True,
         metadata={
             "help": "after the iterations: complete the labelling, repair it exactly and apply "
             "single and whole-group moves while one raises U"
