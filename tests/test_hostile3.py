@@ -430,3 +430,34 @@ def test_a_server_that_drip_feeds_its_answer_is_cut_off_at_the_deadline():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_an_export_refuses_labels_that_are_not_the_runs_rows(tmp_path):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    rows = files.read_jsonl(run / "labels.jsonl")
+    rows[3]["choice"] = "Another claim."
+    files.write_jsonl(run / "labels.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    assert main(["export", str(run), "--format", "sft", "--out", str(out)]) == 2
+    assert not out.exists()
+    from icm.run.labels import load_labelled
+
+    with pytest.raises(RunError, match="not the rows the run labelled"):
+        load_labelled(run)
+
+
+def test_the_report_reads_only_the_runs_own_chains(tmp_path):
+    import shutil
+
+    from icm.eval.report import _traces
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    for name in ("chain-1", "chain-x"):
+        shutil.copytree(run / "batches" / "000" / "chain-0", run / "batches" / "000" / name)
+    assert list(_traces(run)) == ["1"]

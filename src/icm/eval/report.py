@@ -15,7 +15,7 @@ from typing import cast
 from .. import files
 from ..errors import IcmError
 from ..run.checks import concept_text, diagnosis_text
-from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
+from ..run.folder import LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.plan import load_data
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
@@ -73,18 +73,19 @@ def _td(x: object, num: bool = False) -> str:
 
 def _traces(folder: Path) -> dict[str, list[dict]]:
     """The trace of each search, batch by batch, chain by chain, named "1" or "1.2"
-    (batch 1, chain 2) when there is more than one."""
-    paths = sorted(
-        (folder / BATCHES).glob(f"[0-9]*/chain-*/{TRACE}"),
-        key=lambda p: (p.parent.parent.name, int(p.parent.name.removeprefix("chain-"))),
-    )
-    chains = {p.parent.name for p in paths}
+    (batch 1, chain 2) when there is more than one.
+
+    Only the searches the run's plan and config name are read: a chain folder copied in
+    beside them is not the run's."""
+    run = RunFolder(folder)
+    plan, chains = run.read_plan(), run.read_config().chains
     out = {}
-    for p in paths:
-        name = str(int(p.parent.parent.name) + 1)
-        if len(chains) > 1:
-            name += "." + str(int(p.parent.name.removeprefix("chain-")) + 1)
-        out[name] = files.read_jsonl(p, torn_tail=True)
+    for b in range(len(plan.batches) if plan else 0):
+        for c in range(chains):
+            path = run.chain(b, c) / TRACE
+            if path.is_file() and not path.is_symlink():
+                name = str(b + 1) + (f".{c + 1}" if chains > 1 else "")
+                out[name] = files.read_jsonl(path, torn_tail=True)
     return out
 
 

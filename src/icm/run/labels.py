@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import DataError, RunError
 from ..files import read_jsonl
 from ..tasks import Task, resolve_task
-from .folder import LABELS, RunFolder
+from .folder import LABELS, RunFolder, fingerprint
 
 ICM_FIELDS = (
     "icm_label",
@@ -45,7 +45,16 @@ def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
     path = run.path / LABELS
     if not path.exists():
         raise RunError(f"{run.path}: no {LABELS} yet: let the run finish (or --resume it)")
-    out = read_labelled(path, resolve_task(cfg.task), searched_only)
+    raw = read_jsonl(path)
+    plan = run.read_plan()
+    if plan is not None:
+        rows = [{k: v for k, v in r.items() if k not in ICM_FIELDS} for r in raw]
+        if len(rows) != plan.data.get("rows") or fingerprint(rows) != plan.data.get("rows_hash"):
+            raise RunError(
+                f"{path}: its rows are not the rows the run labelled (plan.json has their "
+                "fingerprint): edited or copied from another run?"
+            )
+    out = labelled_rows(raw, resolve_task(cfg.task), str(path), searched_only)
     out.folder = run.path
     return out
 
