@@ -461,3 +461,24 @@ def test_the_report_reads_only_the_runs_own_chains(tmp_path):
     for name in ("chain-1", "chain-x"):
         shutil.copytree(run / "batches" / "000" / "chain-0", run / "batches" / "000" / name)
     assert list(_traces(run)) == ["1"]
+
+
+# -- servers that answer wrongly -------------------------------------------------------------------
+def _legacy(*positions):
+    return {"choices": [{"logprobs": {"top_logprobs": list(positions)}}]}
+
+
+def test_a_logprob_layout_that_does_not_match_the_request_is_refused():
+    from icm.backends.openai import top_logprobs
+    from icm.errors import ServerError
+
+    one = {" True": -0.2, " False": -1.8}
+    assert top_logprobs(_legacy(one), k=2) == list(one.items())
+    assert len(top_logprobs(_legacy(one | {" maybe": -3.0}), k=2)) == 3  # the sampled one added
+    with pytest.raises(ServerError, match="2 positions where one token was asked for"):
+        top_logprobs(_legacy(one, one), k=2)
+    with pytest.raises(ServerError, match="where 1 were asked for"):
+        top_logprobs(_legacy(one | {" a": -4.0, " b": -5.0}), k=1)
+    chat = {"content": [{"top_logprobs": [{"token": " True", "logprob": -0.1}] * 2}]}
+    with pytest.raises(ServerError, match="some twice"):
+        top_logprobs({"choices": [{"logprobs": chat}]}, k=5)

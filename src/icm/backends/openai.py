@@ -63,18 +63,23 @@ def _token_text(token: str) -> str:
     return " " + token[1:] if token[:1] in ("Ġ", "▁") else token
 
 
-def top_logprobs(body: dict) -> list[tuple[str, float]]:
+def top_logprobs(body: dict, k: int | None = None) -> list[tuple[str, float]]:
     """The next token's top-k (token text, log-prob) pairs from a completion response.
 
     Reads vLLM's and SGLang's legacy layout (`logprobs.top_logprobs[0]`, a dict token -> logprob)
     and llama.cpp's chat-style one (`logprobs.content[0].top_logprobs`, a list of
-    `{id, token, bytes, logprob}`)."""
+    `{id, token, bytes, logprob}`). The layout must be the one asked for: one generated
+    position, at most `k` tokens (and the sampled one), each once; anything else (the prompt's
+    positions echoed, more tokens than asked) would be read as the wrong distribution, and is
+    refused."""
     try:
         lp = body["choices"][0]["logprobs"]
         if lp.get("content"):
-            top = [(e["token"], e["logprob"]) for e in lp["content"][0]["top_logprobs"]]
+            positions = lp["content"]
+            top = [(e["token"], e["logprob"]) for e in positions[0]["top_logprobs"]]
         else:
-            top = list(lp["top_logprobs"][0].items())
+            positions = lp["top_logprobs"]
+            top = list(positions[0].items())
         out = [(str(t), float(v)) for t, v in top if isinstance(v, int | float)]
         if not out or len(out) < len(top):
             raise ValueError("a log-prob that is not a number")
@@ -85,6 +90,17 @@ def top_logprobs(body: dict) -> list[tuple[str, float]]:
         ) from e
     if not all(math.isfinite(v) and v <= 1e-6 for _, v in out):
         raise ServerError(f"the server's answer holds a log-prob that is not one: {out[:3]}...")
+    if len(positions) != 1:
+        raise ServerError(
+            f"the server's answer holds log-probs for {len(positions)} positions where one "
+            "token was asked for (is it echoing the prompt?)"
+        )
+    # The legacy API may add the sampled token to the top k: up to k + 1 entries.
+    if (k is not None and len(out) > k + 1) or len({t for t, _ in out}) < len(out):
+        raise ServerError(
+            f"the server's answer lists {len(out)} top tokens (some twice?) where {k} were "
+            "asked for: not the layout of an OpenAI-compatible /completions answer"
+        )
     return out
 
 
@@ -400,7 +416,7 @@ class OpenAIModel(LabelModel):
                 self.cache_hits += 1
         else:
             try:
-                top = top_logprobs(self._send(prompt, abort, used))
+                top = top_logprobs(self._send(prompt, abort, used), self.k)
             except ServerError as e:
                 raise abort.fail(e) from e
             if self.cache:
