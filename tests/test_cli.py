@@ -26,7 +26,18 @@ def run16(tmp_path_factory):
     data = shared("truthfulqa/train.json")
     out = tmp_path_factory.mktemp("runs") / "t1"
     base = ["--task", "truthfulqa", "--data", str(data), "--limit", "16", "--seed", "0"]
-    first = icm("run", *base, "--iterations", "4", "--threads", "1", "--out", str(out))
+    first = icm(
+        "run",
+        *base,
+        "--algorithm",
+        "paper",
+        "--iterations",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    )
     assert first.returncode == 0, first.stderr
     snapshot = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
     second = icm("run", "--resume", str(out), "--iterations", "6", "--no-progress")
@@ -92,7 +103,17 @@ def test_resume_refuses_to_change_what_the_run_computes(run16):
 def test_existing_run_is_not_clobbered(run16):
     out, _, data, *_ = run16
     before = (out / "labels.jsonl").read_text()
-    r = icm("run", "--task", "truthfulqa", "--data", str(data), "--out", str(out))
+    r = icm(
+        "run",
+        "--task",
+        "truthfulqa",
+        "--data",
+        str(data),
+        "--algorithm",
+        "paper",
+        "--out",
+        str(out),
+    )
     assert r.returncode == 2 and "--overwrite" in r.stderr
     assert (out / "labels.jsonl").read_text() == before
 

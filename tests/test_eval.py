@@ -10,6 +10,7 @@ import pytest
 
 from icm import files
 from icm.cli import main
+from icm.core.search import SearchConfig
 from icm.eval import EvalConfig, auc, bootstrap_interval, evaluate, split_groups
 from icm.eval.icl import choose_demos, pgr
 from icm.run import Run
@@ -110,7 +111,14 @@ def test_split_by_group_is_deterministic_and_keeps_groups_whole():
 def tiny_run(tmp_path_factory, default_model) -> Run:
     """ICM on the first 8 TruthfulQA claims (2 questions), 2 iterations."""
     data = shared(TQA)
-    cfg = RunConfig(task="truthfulqa", data=str(data), limit=8, iterations=2, threads=1)
+    cfg = RunConfig(
+        task="truthfulqa",
+        data=str(data),
+        limit=8,
+        iterations=2,
+        threads=1,
+        search=SearchConfig.paper(),
+    )
     run = Run.create(cfg, tmp_path_factory.mktemp("run"))
     run.execute(default_model)
     return run

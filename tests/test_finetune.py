@@ -28,7 +28,17 @@ pytest.importorskip("peft")
 def run(tmp_path_factory):
     data = shared("truthfulqa/train.json")
     out = tmp_path_factory.mktemp("ft") / "run"
-    argv = ["run", "--task", "truthfulqa", "--data", str(data), "--limit", "8"]
+    argv = [
+        "run",
+        "--algorithm",
+        "paper",
+        "--task",
+        "truthfulqa",
+        "--data",
+        str(data),
+        "--limit",
+        "8",
+    ]
     argv += ["--iterations", "2", "--threads", "1", "--out", str(out), "--no-progress"]
     assert main(argv) == 0
     return out

@@ -68,7 +68,8 @@ class Tally:
 
 def run(base_url: str, out: Path, workers: int) -> list[bool]:
     data = shared("truthfulqa/train.json")
-    argv = ["run", "--backend", "openai", "--base-url", base_url, "--data", str(data)]
+    argv = ["run", "--algorithm", "paper", "--backend", "openai", "--base-url", base_url]
+    argv += ["--data", str(data)]
     argv += ["--limit", "8", "--batch-size", "4", "--iterations", "3", "--seed", "2"]
     argv += ["--workers", str(workers), "--concurrency", "1", "--out", str(out), "--no-progress"]
     assert main(argv) == 0

@@ -21,6 +21,8 @@ pytest.importorskip("peft")
 def argv(data, out, *extra):
     return [
         "run",
+        "--algorithm",
+        "paper",
         "--task",
         "truthfulqa",
         "--data",

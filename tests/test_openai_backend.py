@@ -240,7 +240,17 @@ def icm(*args: str, key: str | None = KEY, wait: bool = True):
 
 def run_args(base_url: str) -> list[str]:
     data = str(shared("truthfulqa/train.json"))
-    return ["run", "--backend", "openai", "--base-url", base_url, "--data", data]
+    return [
+        "run",
+        "--algorithm",
+        "paper",
+        "--backend",
+        "openai",
+        "--base-url",
+        base_url,
+        "--data",
+        data,
+    ]
 
 
 def test_cli_run_through_the_server_and_call_cache(server, tmp_path):
@@ -280,7 +290,8 @@ def test_an_example_longer_than_the_servers_context_is_refused_before_the_run(se
     """The server's tokenizer counts the example and its context length bounds it."""
     data = Path(__file__).parent / "data" / "bad" / "too_long.jsonl"
     out = tmp_path / "r"
-    args = ["run", "--backend", "openai", "--base-url", server.base_url, "--data", str(data)]
+    args = ["run", "--algorithm", "paper", "--backend", "openai", "--base-url", server.base_url]
+    args += ["--data", str(data)]
     res = icm(*args, "--out", str(out))
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "too_long.jsonl: row 2: field 'choice'" in res.stderr and "8192" in res.stderr

@@ -14,6 +14,7 @@ import pytest
 
 from icm import files
 from icm.cli import main
+from icm.core.search import SearchConfig
 from icm.eval import EvalConfig, evaluate
 from icm.eval.icl import write
 from icm.eval.report import write_report
@@ -82,7 +83,14 @@ CHAIN = "batches/000/chain-0"
 def run(tmp_path_factory, default_model) -> Run:
     """A tiny real run (8 TruthfulQA claims, 4 iterations) and its evaluation on held-out ones."""
     data = shared("truthfulqa/train.json")
-    cfg = RunConfig(task="truthfulqa", data=str(data), limit=8, iterations=4, threads=1)
+    cfg = RunConfig(
+        task="truthfulqa",
+        data=str(data),
+        limit=8,
+        iterations=4,
+        threads=1,
+        search=SearchConfig.paper(),
+    )
     cfg.search.score = "mean-logodds"
     run = Run.create(cfg, tmp_path_factory.mktemp("run"))
     run.execute(default_model)
@@ -152,7 +160,14 @@ def test_report_of_a_run_in_progress_and_of_a_batched_run(run, tmp_path, default
     last = files.read_jsonl(partial / CHAIN / "trace.jsonl")[-1]
     assert f"{last['U']:.2f}" in text
 
-    cfg = RunConfig(task="truthfulqa", data=run.cfg.data, limit=8, iterations=1, batch_size=4)
+    cfg = RunConfig(
+        task="truthfulqa",
+        data=run.cfg.data,
+        limit=8,
+        iterations=1,
+        batch_size=4,
+        search=SearchConfig.paper(),
+    )
     batched = Run.create(cfg, tmp_path / "batched")
     batched.execute(default_model)
     attrs, text, _ = rendered(write_report(batched.path).read_text(), tmp_path)

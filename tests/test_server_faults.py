@@ -154,7 +154,8 @@ def test_the_command_line_reports_a_bad_server_in_one_line(server, tmp_path, cap
     rows = [{"question": "q", "choice": f"a{k}", "consistency_id": 0} for k in range(4)]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     server.completion = BAD_ANSWERS["NaN log-prob"]
-    argv = ["run", "--backend", "openai", "--base-url", server.url, "--data", str(data)]
+    argv = ["run", "--algorithm", "paper", "--backend", "openai", "--base-url", server.url]
+    argv += ["--data", str(data)]
     assert main([*argv, "--out", str(tmp_path / "r"), "--retries", "0", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("icm: ") and "Traceback" not in err

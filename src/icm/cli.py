@@ -353,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
         choices=list(ALGORITHMS),
         default="default",
         help="the search options to start from: default (zero-shot start, consistent moves, "
-        "polish, U over 2 orders; see the README) or paper (Algorithm 1 as published); "
+        "polish; see the README) or paper (Algorithm 1 as published); "
         "the search options below change either",
     )
     added: set[str] = set()

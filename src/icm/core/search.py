@@ -75,7 +75,7 @@ class SearchConfig:
         default=256, metadata={"help": "scored labellings kept for reuse", "min": 0}
     )
     orders: int = field(
-        default=2,
+        default=1,
         metadata={
             "help": "demonstration orders U is averaged over: 1 is the paper (data-set order); "
             "more make U less a matter of the order the demonstrations happen to come in",
