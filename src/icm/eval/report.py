@@ -15,7 +15,7 @@ from typing import cast
 from .. import files
 from ..errors import IcmError
 from ..run.checks import concept_text, diagnosis_text
-from ..run.folder import LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
+from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.plan import load_data
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
@@ -75,12 +75,17 @@ def _traces(folder: Path) -> dict[str, list[dict]]:
     """The trace of each search, batch by batch, chain by chain, named "1" or "1.2"
     (batch 1, chain 2) when there is more than one.
 
-    Only the searches the run's plan and config name are read: a chain folder copied in
-    beside them is not the run's."""
+    Only the searches the run's plan (else, in a run not planned yet, its batch folders) and
+    config name are read: a chain folder copied in beside them is not the run's."""
     run = RunFolder(folder)
     plan, chains = run.read_plan(), run.read_config().chains
+    if plan is not None:
+        batches = len(plan.batches)
+    else:
+        found = [p for p in (folder / BATCHES).glob("[0-9][0-9][0-9]") if not p.is_symlink()]
+        batches = 1 + max((int(p.name) for p in found), default=-1)
     out = {}
-    for b in range(len(plan.batches) if plan else 0):
+    for b in range(batches):
         for c in range(chains):
             path = run.chain(b, c) / TRACE
             if path.is_file() and not path.is_symlink():
