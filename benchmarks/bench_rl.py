@@ -129,7 +129,7 @@ def run_icm(train: list[list[dict]], work: Path, args) -> Path:
 def reward_models(parts: dict, icm_run: Path, work: Path, args) -> dict[str, Path]:
     """Reward models on the train pairs labelled by ICM (with and without the confidence
     margin), gold and random labels; and the judge, on the gold labels of the judge pairs."""
-    from icm.backends.transformers import resolve
+    from icm.backends.loading import resolve
     from icm.export import load_labelled, records
     from icm.train import TrainConfig
     from icm.train.prompts import task_prompt_template
@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if not PAIRS.exists():
         print(f"bench_rl: skipped: {PAIRS} is absent")
         return 0
-    from icm.backends.transformers import load_pretrained, set_threads
+    from icm.backends.loading import load_pretrained, set_threads
 
     set_threads(args.threads)
     tok, _ = load_pretrained("default")

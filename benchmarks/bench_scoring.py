@@ -148,7 +148,8 @@ def worker(args: argparse.Namespace, method: str, n: int) -> dict:
 
     import torch
 
-    from icm.backends.transformers import TransformersModel, pick_device, pick_dtype
+    from icm.backends.loading import pick_device, pick_dtype
+    from icm.backends.transformers import TransformersModel
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)

@@ -389,7 +389,8 @@ MODEL = None
 
 def _load(threads: int) -> None:
     global MODEL
-    from icm.backends.transformers import TransformersModel, set_threads
+    from icm.backends.loading import set_threads
+    from icm.backends.transformers import TransformersModel
 
     set_threads(threads)
     MODEL = TransformersModel.load("default", fmt=get_task("demo").fmt)

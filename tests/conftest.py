@@ -25,7 +25,7 @@ def shared(rel: str) -> Path:
 def custom_code_model(folder: Path, marker: Path) -> Path:
     """A model folder whose config points at its own Python code, which writes `marker` when
     it runs (and then fails to load: it defines no model)."""
-    from icm.backends.transformers import resolve
+    from icm.backends.loading import resolve
 
     folder.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -40,7 +40,7 @@ def custom_code_model(folder: Path, marker: Path) -> Path:
 @pytest.fixture(scope="session")
 def default_model_converted() -> str:
     """The cached conversion of the embedded default model, made here if it is missing."""
-    from icm.backends.transformers import resolve
+    from icm.backends.loading import resolve
 
     return resolve("default")
 

@@ -92,7 +92,7 @@ def serve(port: int, parallel: int, ctx: int, threads: int, exact: bool = False)
     prompt's last token is all that is left to compute, which icm's requests avoid)."""
     import xllamacpp
 
-    from icm.backends.transformers import default_gguf
+    from icm.backends.loading import default_gguf
 
     p = xllamacpp.CommonParams()
     p.model.path = str(default_gguf())

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from icm import files
-from icm.backends.transformers import TransformersModel, resolve
+from icm.backends.loading import resolve
+from icm.backends.transformers import TransformersModel
 from icm.cli import main
 from icm.export import load_labelled, records
 from icm.train import META

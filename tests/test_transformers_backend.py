@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from icm.backends.transformers import TransformersModel, cache_dir, label_token_ids
+from icm.backends.loading import cache_dir
+from icm.backends.transformers import TransformersModel, label_token_ids
 from icm.core.data import PromptFormat, loo_orders
 
 CLAIMS = [
@@ -109,7 +110,7 @@ def tiny_sliding_window_model(window: int):
     built here, nothing downloaded."""
     from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
 
-    from icm.backends.transformers import resolve
+    from icm.backends.loading import resolve
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(resolve("default"))

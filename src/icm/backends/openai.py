@@ -37,10 +37,10 @@ from ..core.model import LabelModel, charge
 from ..errors import IcmError, ServerError, Stopped
 from .http import API_KEY_VARS, Abort, Client, api_key_from_env, redact
 from .options import OpenAIOptions
+from .tokens import followed
 
 __all__ = ["API_KEY_VARS", "OpenAIModel", "api_key_from_env", "label_logprobs", "redact"]
 
-PROBE = "X"
 MEMO = 8192
 """Answers kept in memory: a proposal that flips one label re-asks many identical prompts."""
 
@@ -321,20 +321,19 @@ class OpenAIModel(LabelModel):
         return [len(self._tokenize(t)) for t in texts]
 
     def _followed(self, text: str) -> list[int]:
-        """Ids of `text` as they come out when more text follows it (a BPE tokenizer splits
-        trailing white space by what comes next): tokenised with a probe letter after it, which
-        is then dropped."""
-        if not text:
-            return []
-        ids = self._tokenize(text + PROBE)
+        return followed(text, self._tokenize, self._detokenize)
+
+    def _detokenize(self, ids: list[int]) -> str:
+        """The text of `ids` with outer white space dropped; "" where the server has no
+        /detokenize (the joined-prompt check in `_start` then has the last word)."""
         try:
-            payload = {"model": self.model, "tokens": ids[-1:]}
+            payload = {"model": self.model, "tokens": ids}
             last = self.client.call("POST", "/detokenize", payload, root=True)
         except ServerError:
-            last = {}  # no /detokenize: the joined-prompt check in `_start` has the last word
-        if str(last.get("content") or last.get("prompt") or "").strip() == PROBE:
-            return ids[:-1]
-        return self._tokenize(text)
+            return ""
+        if not isinstance(last, dict):
+            return ""
+        return str(last.get("content") or last.get("prompt") or "").strip()
 
     def _piece(self, text: str, label: int) -> Prompt:
         """A demonstration (label 0/1), the bare query (label -1), or the format's prefix

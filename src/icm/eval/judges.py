@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..backends import make_model
-from ..backends.transformers import load_pretrained, pick_dtype
+from ..backends.loading import load_pretrained, pick_dtype
 from ..core.consistency import get_rule
 from ..core.model import token_counts
 from ..errors import ContextLengthError, IcmError, ModelError

@@ -38,7 +38,7 @@ class IterativeModels:
     sequential = True
 
     def __init__(self, folder: RunFolder, cfg: RunConfig, task: Task, base: LabelModel) -> None:
-        from ..backends.transformers import adapter_base, resolve
+        from ..backends.loading import adapter_base, resolve
 
         self.folder, self.cfg, self.task = folder, cfg, task
         self.base = resolve(cfg.model)

@@ -21,7 +21,7 @@ from .config import META, TrainConfig
 
 def setup(cfg: TrainConfig) -> torch.device:
     """Check the options, set threads and the seed; the device to train on."""
-    from ..backends.transformers import pick_device, set_threads
+    from ..backends.loading import pick_device, set_threads
 
     check(cfg)
     set_threads(cfg.threads)
@@ -31,7 +31,7 @@ def setup(cfg: TrainConfig) -> torch.device:
 
 def base_model_path(run_folder: str | Path, model: str | None = None) -> str:
     """What transformers loads for the run's model ("default" and GGUF files: their conversion)."""
-    from ..backends.transformers import resolve
+    from ..backends.loading import resolve
 
     return resolve(model or RunFolder(run_folder).read_config().model)
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ..backends.transformers import adapter_base, load_pretrained, pick_dtype
+from ..backends.loading import adapter_base, load_pretrained, pick_dtype
+from ..backends.tokens import hf_head
 from ..errors import IcmError
 from ..run.labels import Labelled, load_labelled
 from .common import (
@@ -35,9 +36,7 @@ IGNORE = -100
 def encode(tok, data: Labelled) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, label ids) per record, as `TransformersModel` tokenises a zero-shot query."""
     fmt = data.task.fmt
-    bos = tok.bos_token_id
-    head = [bos] if bos is not None and tok("a").input_ids[:1] == [bos] else []
-    head += tok.encode(fmt.prefix, add_special_tokens=False) if fmt.prefix else []
+    head = hf_head(tok, fmt.prefix)
     words = [tok.encode(w, add_special_tokens=False) for w in fmt.label_words]
     built = data.task.build(data.rows, data.source)
     return [

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..backends.transformers import pick_dtype
+from ..backends.loading import pick_dtype
 from ..errors import IcmError, ModelError
 from ..export import Labelled, load_labelled, records
 from ..export.records import pair_confidence
@@ -37,7 +37,7 @@ from .prompts import task_prompt_template
 
 def load_reward(path: str, dtype: str = "float32", trust_remote_code: bool = False):
     """Tokenizer and a one-output sequence classifier (a fresh head on a causal LM's body)."""
-    from ..backends.transformers import load_pretrained
+    from ..backends.loading import load_pretrained
 
     auto = "AutoModelForSequenceClassification"
     tok, model = load_pretrained(path, auto, dtype, trust_remote_code, num_labels=1)
@@ -54,7 +54,7 @@ def check_classifier(path: str, what: str = "reward model", trust_remote_code: b
     Loading a causal LM as a classifier would give it a fresh, random head: a reward of noise."""
     import transformers
 
-    from ..backends.transformers import quiet
+    from ..backends.loading import quiet
 
     quiet()
     if Path(path, "adapter_config.json").is_file():

@@ -32,7 +32,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from .. import files
-from ..backends.transformers import (
+from ..backends.loading import (
     adapter_base,
     load_pretrained,
     pick_device,
