@@ -34,6 +34,7 @@ OTHER_PROGRAMS_PROSE = {
     # Flags of other programs that the docs name in prose only, with no command line of that
     # program in the docs to tell them from icm's.
     "--tensor-parallel-size",  # vLLM (docs/servers.md)
+    "--logprobs-mode",  # vLLM (docs/servers.md)
 }
 
 

@@ -286,6 +286,48 @@ def test_an_edited_checkpoint_is_refused_with_one_line(tmp_path, edit, says):
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize(
+    "edit,says",
+    [
+        (lambda f: f["final"].__setitem__(0, 2), "'final' must hold"),
+        (lambda f: f["final"].__setitem__(0, True), "keep every label"),
+        (lambda f: f["final"].pop(), "'final' must hold"),
+        (lambda f: f["labels"].__setitem__(0, 1 - f["labels"][0]), "differ from the checkpoint"),
+        (lambda f: f["logodds"].pop(), "'logodds'"),
+        (lambda f: f["logodds"].__setitem__(1, "big"), "'logodds'"),
+        (lambda f: f.__setitem__("utility", None), "numbers"),
+        (lambda f: f.__setitem__("iterations", 1), "differ from the checkpoint"),
+        (lambda f: f.__setitem__("tokens", -5), "counts"),
+        (lambda f: f.__setitem__("scores", 1.5), "counts"),
+        (lambda f: f.__setitem__("inconsistencies", 3), "does not match"),
+        (lambda f: f.__setitem__("seconds", -1), "negative"),
+        (lambda f: f.clear(), "differ from the checkpoint"),
+    ],
+)
+def test_an_edited_search_result_is_refused_with_one_line(tmp_path, edit, says):
+    from icm.errors import RunError
+
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    path = run / "batches" / "000" / "chain-0" / "final.json"
+    final = json.loads(path.read_text())
+    edit(final)
+    path.write_text(json.dumps(final))
+    with pytest.raises(RunError, match=says) as e:
+        Run.open(run).execute(model)
+    assert "\n" not in str(e.value) and "final.json" in str(e.value)
+
+
+def test_a_search_result_read_back_unedited_gives_the_same_labels(tmp_path):
+    cfg, model = setup(tmp_path, iterations=2)
+    run = tmp_path / "run"
+    Run.create(cfg, run).execute(model)
+    before = (run / "labels.jsonl").read_bytes()
+    Run.open(run).execute(model)
+    assert (run / "labels.jsonl").read_bytes() == before
+
+
 def test_a_flipped_fixed_label_in_a_checkpoint_is_refused(tmp_path):
     from icm.errors import RunError
 

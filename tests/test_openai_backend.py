@@ -131,6 +131,25 @@ def test_same_tokens_and_close_logprobs_as_transformers(server, task, prompts, d
     assert np.mean(np.argmax(s, 1) == np.argmax(t, 1)) >= 0.9
 
 
+def test_a_label_left_out_of_the_top_k_is_asked_for_by_name(server, task, prompts):
+    """With k=1, one label word is in the top k at most: the other's log-probs come from
+    requests that force each spelling (llama.cpp reports the unforced log-prob), so the score
+    is the one k=20 gives, where both words are ranked (up to this server's run-to-run noise,
+    measured up to ~0.1 nats; the bound alone would put every log-odds near 0, about 1-1.8
+    from these)."""
+    wide = client(server, task, concurrency=1)
+    ref = wide.query_logprobs([], [], prompts[:6])
+    assert (wide.scores, wide.approximate_scores) == (6, 0)
+    narrow = client(server, task, concurrency=1, top_logprobs=1)
+    got = narrow.query_logprobs([], [], prompts[:6])
+    assert (narrow.scores, narrow.approximate_scores) == (6, 0)
+    assert narrow.calls > 6  # the forced requests
+    lo_ref, lo_got = ref[:, 1] - ref[:, 0], got[:, 1] - got[:, 0]
+    print(f"\nlog-odds k=1 + forced vs k=20: max |diff| {np.abs(lo_ref - lo_got).max():.4f}")
+    np.testing.assert_allclose(lo_got, lo_ref, atol=0.3)
+    assert np.abs(lo_got - lo_ref).mean() < 0.15
+
+
 def test_no_label_in_top_k_is_a_clear_error(server, task):
     model = client(server, task, top_logprobs=1)
     with pytest.raises(ServerError, match="top 1 next tokens.*--max-logprobs"):

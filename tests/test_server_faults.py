@@ -159,3 +159,32 @@ def test_the_command_line_reports_a_bad_server_in_one_line(server, tmp_path, cap
     assert main([*argv, "--out", str(tmp_path / "r"), "--retries", "0", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("icm: ") and "Traceback" not in err
+
+
+def test_scores_with_one_label_in_the_top_k_are_counted_and_warned(server, tmp_path, capsys):
+    """A server with no /tokenize cannot be asked for the missing label by name: every score
+    keeps the bound, and the run says so."""
+    data = tmp_path / "d.jsonl"
+    rows = [{"question": "q", "choice": f"a{k}", "consistency_id": k // 2} for k in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    server.completion = json.dumps(
+        {"choices": [{"logprobs": {"top_logprobs": [{" True": -0.4, " maybe": -1.5}]}}]}
+    ).encode()
+    out = tmp_path / "r"
+    argv = ["run", "--algorithm", "paper", "--backend", "openai", "--base-url", server.url]
+    argv += ["--data", str(data), "--out", str(out), "--no-progress", "--iterations", "3"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scores"] > 0 and summary["approximate_scores"] == summary["scores"]
+    assert summary["approximate_share"] == 1.0
+    assert any(w.startswith("approximate: ") for w in summary["warnings"])
+    assert "approximate: " in capsys.readouterr().err
+    # A search resumed from its checkpoint keeps counting from what it had counted.
+    final = json.loads(next(out.glob("**/final.json")).read_text())
+    assert final["approximate_scores"] == final["scores"] > 0
+
+
+def test_a_good_server_has_no_approximate_scores(server):
+    model = server.client()
+    model.query_logprobs([], [], ["a claim", "another claim"])
+    assert (model.scores, model.approximate_scores) == (2, 0)

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 
 from ..core.data import PromptFormat, loo_orders
-from ..core.model import LabelModel, charge
+from ..core.model import LabelModel, charge, charge_scores
 from ..errors import IcmError, ServerError, Stopped
 from .http import API_KEY_VARS, Abort, Client, api_key_from_env, redact
+from .named import BIAS, NamedTokens, missing_label, token_text
 from .options import OpenAIOptions
 from .tokens import followed
 
@@ -56,11 +57,6 @@ def label_variants(word: str) -> set[str]:
     base = word.strip()
     forms = {base, base.lower(), base.capitalize(), base.upper()}
     return {p + f for f in forms for p in ("", " ")}
-
-
-def _token_text(token: str) -> str:
-    """Servers that return raw vocabulary pieces mark a leading space as "Ġ" or "▁"."""
-    return " " + token[1:] if token[:1] in ("Ġ", "▁") else token
 
 
 def top_logprobs(body: dict, k: int | None = None) -> list[tuple[str, float]]:
@@ -117,7 +113,7 @@ def label_logprobs(
     """
     mass = []
     for v in variants:
-        lps = [lp for t, lp in top if _token_text(t) in v]
+        lps = [lp for t, lp in top if token_text(t) in v]
         mass.append(float(np.logaddexp.reduce(lps)) if lps else None)
     if all(m is None for m in mass):
         raise ServerError(
@@ -249,6 +245,7 @@ class OpenAIModel(LabelModel):
         self._pieces: dict[tuple[str, int], Prompt] = {}
         self._checked = False
         self._warmed: OrderedDict[bytes, None] = OrderedDict()
+        self._named: NamedTokens | None = None
         self.model, self.max_context, self.identity = self._served_model(model)
 
     def describe(self) -> str:
@@ -373,18 +370,27 @@ class OpenAIModel(LabelModel):
             self._pieces.clear()
 
     # -- requests ------------------------------------------------------------------------------
-    def _request(self, prompt: Prompt, scored: bool = True) -> dict:
+    def _request(self, prompt: Prompt, scored: bool = True, force: int | None = None) -> dict:
         text = isinstance(prompt[0], str) if prompt else False
-        return {
+        request = {
             "model": self.model,
             "prompt": prompt[0] if text else list(prompt),
             "max_tokens": 1,
-            "logprobs": self.k if scored else 1,
+            "logprobs": self.k if scored and force is None else 1,
             "temperature": 0,
         }
+        return request | ({"logit_bias": {str(force): BIAS}} if force is not None else {})
 
-    def _send(self, prompt: Prompt, abort: Abort, used: list, scored: bool = True) -> dict:
-        body = self.client.call("POST", "/completions", self._request(prompt, scored), abort)
+    def _send(
+        self,
+        prompt: Prompt,
+        abort: Abort,
+        used: list,
+        scored: bool = True,
+        force: int | None = None,
+    ) -> dict:
+        request = self._request(prompt, scored, force)
+        body = self.client.call("POST", "/completions", request, abort)
         usage = body.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         details = usage.get("prompt_tokens_details")
@@ -416,6 +422,9 @@ class OpenAIModel(LabelModel):
         else:
             try:
                 top = top_logprobs(self._send(prompt, abort, used), self.k)
+                if missing_label(top, self.variants) is not None and self._tokenizer is not False:
+                    named = self._named_tokens()
+                    top = named.complete(top, lambda i: self._send(prompt, abort, used, force=i))
             except ServerError as e:
                 raise abort.fail(e) from e
             if self.cache:
@@ -425,6 +434,24 @@ class OpenAIModel(LabelModel):
             if len(self._memo) > MEMO:
                 self._memo.popitem(last=False)
         return top
+
+    def _named_tokens(self) -> NamedTokens:
+        """Each label's single-token spellings, for asking a missing label's log-probs by name."""
+        if self._named is None:
+            try:
+                spellings = [
+                    [(v, ids[0]) for v in sorted(vs) if len(ids := self._tokenize(v)) == 1]
+                    for vs in self.variants
+                ]
+            except ServerError:  # no /tokenize: no ids to force, the bound stays
+                spellings = [[] for _ in self.variants]
+            self._named = NamedTokens(self.variants, spellings)
+        return self._named
+
+    def _score(self, top: list[tuple[str, float]], bounded: list[bool]) -> np.ndarray:
+        """The label log-probs of one answer; notes whether one label's mass is only bounded."""
+        bounded.append(missing_label(top, self.variants) is not None)
+        return label_logprobs(top, self.variants, self.k)
 
     def _warm(self, context: Prompt, abort: Abort, used: list) -> None:
         """Have the server compute `context` once, before several streams extend it. The label
@@ -447,9 +474,10 @@ class OpenAIModel(LabelModel):
             return ("".join(p[0] for p in parts if p),)
         return tuple(t for p in parts for t in p)
 
-    def _run(self, work, abort: Abort, used: list) -> None:
-        """Run `work(abort, used)`; charge what the server did, and report the request that
-        failed first rather than the others it stopped."""
+    def _run(self, work, abort: Abort, used: list, bounded: list[bool]) -> None:
+        """Run `work(abort, used)`; charge what the server did (and how many scores it gave, how
+        many of them approximate), and report the request that failed first rather than the
+        others it stopped."""
         try:
             work()
         except Stopped:
@@ -458,6 +486,7 @@ class OpenAIModel(LabelModel):
             raise
         finally:
             charge(self, len(used), sum(t for t, _ in used), sum(c for _, c in used))
+            charge_scores(self, len(bounded), sum(bounded))
 
     def loo_prompts(self, prompts: Sequence[str], labels: Sequence[int]) -> list[Prompt]:
         """Leave-one-out prompt i as sent: the prefix, the other demonstrations in
@@ -483,12 +512,13 @@ class OpenAIModel(LabelModel):
         query = [self._piece(p, -1) for p in prompts]
         abort = Abort()
         used: list[tuple[int, int]] = []
+        bounded: list[bool] = []
 
         def tree(lo: int, hi: int, context: Prompt, streams: int) -> None:
             # The loo_orders tree: items lo..hi-1 after `context`; each half after the other.
             if hi - lo == 1:
                 top = self._ask(self._join([context, query[lo]]), abort, used)
-                out[lo] = label_logprobs(top, self.variants, self.k)
+                out[lo] = self._score(top, bounded)
                 return
             mid = (lo + hi) // 2
             left = self._join([context, *demo[mid:hi]])
@@ -502,7 +532,7 @@ class OpenAIModel(LabelModel):
             both(lambda: tree(lo, mid, left, half), lambda: tree(mid, hi, right, streams - half))
 
         prefix = self._piece(self.fmt.prefix, -2)
-        self._run(lambda: tree(0, n, prefix, self.concurrency), abort, used)
+        self._run(lambda: tree(0, n, prefix, self.concurrency), abort, used, bounded)
         return out
 
     def query_logprobs(
@@ -519,12 +549,13 @@ class OpenAIModel(LabelModel):
         )
         abort = Abort()
         used: list[tuple[int, int]] = []
+        bounded: list[bool] = []
 
         def span(lo: int, hi: int, streams: int) -> None:
             if streams < 2 or hi - lo == 1:
                 for i in range(lo, hi):
                     top = self._ask(self._join([context, self._piece(queries[i], -1)]), abort, used)
-                    out[i] = label_logprobs(top, self.variants, self.k)
+                    out[i] = self._score(top, bounded)
                 return
             mid = (lo + hi) // 2
             half = streams // 2
@@ -535,7 +566,7 @@ class OpenAIModel(LabelModel):
                 self._warm(context, abort, used)
             span(0, len(queries), self.concurrency)
 
-        self._run(work, abort, used)
+        self._run(work, abort, used, bounded)
         return out
 
     def close(self) -> None:

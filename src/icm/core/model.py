@@ -34,6 +34,10 @@ class LabelModel(ABC):
     """Prompt tokens processed so far (prefill; cached tokens a server reuses still count)."""
     cached_tokens: int = 0
     """Of `tokens`, those a server took from its prefix cache."""
+    scores: int = 0
+    """Label scores a backend that can only approximate some counts (0 where all are exact)."""
+    approximate_scores: int = 0
+    """Of `scores`, those that are approximations (a server's top-k held one label word only)."""
     parallel: int = 1
     """Scoring calls the model takes at once (a server's streams); results do not depend on it."""
     max_context: int | None = None
@@ -98,6 +102,8 @@ class Usage:
     calls: int = 0
     tokens: int = 0
     cached_tokens: int = 0
+    scores: int = 0
+    approximate_scores: int = 0
 
 
 _meters = threading.local()
@@ -122,6 +128,16 @@ def charge(model: LabelModel, calls: int, tokens: int, cached_tokens: int = 0) -
             usage.calls += calls
             usage.tokens += tokens
             usage.cached_tokens += cached_tokens
+
+
+def charge_scores(model: LabelModel, scores: int, approximate: int) -> None:
+    """Count label scores, and those of them that are approximations, as `charge` counts work."""
+    with _lock:
+        model.scores += scores
+        model.approximate_scores += approximate
+        for usage in _open():
+            usage.scores += scores
+            usage.approximate_scores += approximate
 
 
 @contextmanager

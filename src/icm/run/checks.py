@@ -16,6 +16,8 @@ PRIOR_GAP = 0.3
 """A True share this far from the model's mean zero-shot probability of True."""
 CHAIN_DISAGREEMENT = 0.3
 """Chains that disagree on more than this share of rows."""
+APPROXIMATE = 0.03
+"""A share of approximate scores (a server's top-k held one label word only) above this."""
 
 
 DIAGNOSES = {
@@ -81,6 +83,14 @@ def warnings(summary: dict) -> list[str]:
         out.append(
             f"concept: {concept_text(concept)}; the model may not hold this concept: check "
             "labels by hand before training on them"
+        )
+    if summary.get("approximate_share", 0) > APPROXIMATE:
+        out.append(
+            f"approximate: {summary['approximate_scores']} of {summary['scores']} scores "
+            f"({summary['approximate_share']:.0%}) had only one label word among the server's "
+            "top tokens, so the other's probability is a bound: raise --top-logprobs (and the "
+            "server's cap), or use a server that reports the log-probs of forced tokens "
+            "(docs/servers.md)"
         )
     if summary["searched_share"] < 1:
         out.append(

@@ -43,6 +43,8 @@ from .plan import Prepared, prepare
 from .progress import Progress
 
 SUMMED = ("iterations", "accepted", "calls", "tokens", "cached_tokens", "seconds")
+COUNTED = ("scores", "approximate_scores")
+"""Counters a final.json written by an earlier version lacks (summed as 0)."""
 
 
 class Run:
@@ -230,12 +232,15 @@ class Run:
             "gold_available": int(sum(g is not None for g in data.gold)),
             **{k: sum(c[k] for c in chains) for k in SUMMED if k != "calls"},
             "model_calls": sum(c["calls"] for c in chains),
+            **{k: sum(c.get(k, 0) for c in chains) for k in COUNTED},
             "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
             "per_batch": summaries,
         }
         summary["seconds"] = round(summary["seconds"], 3)
         if summary["tokens"]:
             summary["cached_share"] = summary["cached_tokens"] / summary["tokens"]
+        if summary["scores"]:
+            summary["approximate_share"] = summary["approximate_scores"] / summary["scores"]
         weights = [s["examples"] for s in summaries]
         summary["zero_shot_true"] = float(
             np.average([s["zero_shot_true"] for s in summaries], weights=weights)

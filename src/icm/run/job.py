@@ -30,6 +30,11 @@ from .folder import (
 )
 from .progress import Progress
 
+COUNTERS = ("calls", "tokens", "cached_tokens", "scores", "approximate_scores")
+"""Model work a search counts, kept in its checkpoint and final.json (with `seconds`)."""
+LATER = ("scores", "approximate_scores")
+"""Counters checkpoints written by earlier versions lack (read as 0)."""
+
 
 @dataclass
 class Job:
@@ -56,7 +61,8 @@ def read_state(job: Job) -> tuple[State, dict] | None:
     try:
         saved = files.read_json(path, "checkpoint")
         assert isinstance(saved, dict)
-        stats = {k: saved.pop(k) for k in ("seconds", "calls", "tokens", "cached_tokens")}
+        stats = {k: saved.pop(k, 0) if k in LATER else saved.pop(k) for k in COUNTERS}
+        stats["seconds"] = saved.pop("seconds")
         state = State.from_json(saved)
     except DataError as e:
         raise RunError(f"{path}: unreadable checkpoint: {e}") from e
@@ -84,8 +90,10 @@ def checkpoint_problem(state: State, stats: dict, job: Job) -> str | None:
         return "'iteration' and 'accepted' must be counts, accepted at most iteration"
     if type(state.polish_moves) is not int or state.polish_moves < -1:
         return "'polish_moves' must be a count or -1"
-    if not all(count(stats[k]) for k in ("calls", "tokens", "cached_tokens")):
-        return "'calls', 'tokens' and 'cached_tokens' must be counts"
+    if not all(count(stats[k]) for k in COUNTERS):
+        return f"{', '.join(map(repr, COUNTERS))} must be counts"
+    if stats["approximate_scores"] > stats["scores"]:
+        return "'approximate_scores' must be at most 'scores'"
     if isinstance(stats["seconds"], bool) or not isinstance(stats["seconds"], int | float):
         return "'seconds' must be a number"
     if stats["seconds"] < 0:
@@ -126,8 +134,8 @@ def search_job(
             f"--iterations {total} is below the {saved[0].iteration} iterations {folder} has done"
         )
     if saved and final_path.exists():
-        final = files.read_json(final_path, "search result")
-        if isinstance(final, dict) and final.get("iterations") == total:
+        final = read_final(final_path, saved[0], job, search)
+        if final["iterations"] == total:
             return final
     t0 = time.perf_counter()
     with metered() as usage:
@@ -142,26 +150,25 @@ def search_job(
                 rows = files.read_jsonl(trace_path, torn_tail=True)
                 files.write_jsonl(trace_path, [r for r in rows if in_checkpoint(r, state)])
         else:
-            stats = {"seconds": 0.0, "calls": 0, "tokens": 0, "cached_tokens": 0}
+            stats = {"seconds": 0.0, **dict.fromkeys(COUNTERS, 0)}
             state = search.start(job.seed)
 
         def counters() -> dict:
-            return {
-                "seconds": stats["seconds"] + time.perf_counter() - t0,
-                "calls": stats["calls"] + usage.calls,
-                "tokens": stats["tokens"] + usage.tokens,
-                "cached_tokens": stats["cached_tokens"] + usage.cached_tokens,
-            }
+            done = {k: stats[k] + getattr(usage, k) for k in COUNTERS}
+            return {"seconds": stats["seconds"] + time.perf_counter() - t0, **done}
+
+        def checkpoint() -> None:
+            files.write_json(state_path, {**state.to_json(), **counters()})
 
         if not saved:
-            files.write_json(state_path, {**state.to_json(), **counters()})
+            checkpoint()
         for step in search.run(state, total):
             if stop.is_set():
                 raise Stopped()
             row = trace_row(step, state, data)
             files.append_jsonl(trace_path, row)
+            checkpoint()
             c = counters()
-            files.write_json(state_path, {**state.to_json(), **c})
             progress.step(
                 {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
             )
@@ -171,11 +178,58 @@ def search_job(
             if stop.is_set():
                 raise Stopped()
             files.append_jsonl(trace_path, change_row(change, state, data))
-            files.write_json(state_path, {**state.to_json(), **counters()})
+            checkpoint()
         progress.phase(f"{job.name}: final labels and log-odds of {len(data)} claims")
         final = finish(search, state, data, counters)
     files.write_json(final_path, final)
     return final
+
+
+def read_final(path: Path, state: State, job: Job, search: Search) -> dict:
+    """A search's final.json read back: every field checked against the checkpoint beside it,
+    the batch and the rule (a final.json that was edited or copied is refused, naming it)."""
+    final = files.read_json(path, "search result")
+    why = final_problem(final, state, job, search)
+    if why:
+        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
+    assert isinstance(final, dict)
+    return final
+
+
+def final_problem(final: object, state: State, job: Job, search: Search) -> str | None:
+    n = len(job.data)
+    if not isinstance(final, dict):
+        return "not an object"
+
+    def number(k: str) -> bool:
+        v = final.get(k)
+        return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+    if final.get("labels") != state.labels:
+        return "'labels' differ from the checkpoint's"
+    labels, logodds = final.get("final"), final.get("logodds")
+    if not isinstance(labels, list) or len(labels) != n or any(y not in (0, 1) for y in labels):
+        return f"'final' must hold {n} labels 0 or 1"
+    if any(
+        type(y) is not int or (s >= 0 and y != s) for y, s in zip(labels, state.labels, strict=True)
+    ):
+        return "'final' must keep every label the search gave"
+    if not isinstance(logodds, list) or len(logodds) != n:
+        return f"'logodds' must hold {n} numbers"
+    if not all(not isinstance(x, bool) and isinstance(x, int | float) for x in logodds):
+        return f"'logodds' must hold {n} numbers"
+    if not all(number(k) for k in ("utility", "best_utility", "predictability", "seconds")):
+        return "'utility', 'best_utility', 'predictability' and 'seconds' must be numbers"
+    if final["seconds"] < 0:
+        return "'seconds' must not be negative"
+    if (final.get("iterations"), final.get("accepted")) != (state.iteration, state.accepted):
+        return "'iterations' and 'accepted' differ from the checkpoint's"
+    counts = [final.get(k, 0) if k in LATER else final.get(k) for k in COUNTERS]
+    if not all(type(v) is int and v >= 0 for v in counts):
+        return f"{', '.join(map(repr, COUNTERS))} must be counts"
+    if final.get("inconsistencies") != len(violations(search.cons, labels)):
+        return "'inconsistencies' does not match its labels"
+    return None
 
 
 def trace_row(step: Step, state: State, data: Dataset) -> dict:
