@@ -326,14 +326,8 @@ def _add_compare(sub) -> None:
     c.set_defaults(func=cmd_compare)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = Parser(
-        prog="icm",
-        description="Internal Coherence Maximization: label claims with a model, no labels.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+def _add_run(sub) -> None:
+    """`icm run`: the hand-written options, then one group per options dataclass."""
     r = sub.add_parser(
         "run",
         help="label a data set",
@@ -361,6 +355,10 @@ def parser() -> argparse.ArgumentParser:
         title = (cls.__doc__ or cls.__name__).strip().split(". ")[0].splitlines()[0]
         _add_fields(r.add_argument_group(title.rstrip(".")), cls, added)
     r.set_defaults(func=cmd_run)
+
+
+def _add_demo(sub) -> None:
+    """`icm demo` and `icm tasks`."""
     d = sub.add_parser("demo", help="run ICM on a small built-in data set with the default model")
     d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
     d.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
@@ -375,6 +373,10 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("tasks", help="list the built-in tasks")
     t.set_defaults(func=cmd_tasks)
+
+
+def _add_eval(sub) -> None:
+    """`icm eval` and `icm report`."""
     from .eval.icl import EvalConfig
 
     e = sub.add_parser("eval", help="many-shot accuracy with ICM, gold, random and no labels")
@@ -388,6 +390,10 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
     rep.add_argument("--overwrite", action="store_true", help="replace a file icm did not write")
     rep.set_defaults(func=cmd_report)
+
+
+def _add_export(sub) -> None:
+    """`icm export`."""
     from .export import FORMATS
 
     x = sub.add_parser("export", help="ICM labels as training data (TRL column names)")
@@ -406,6 +412,10 @@ def parser() -> argparse.ArgumentParser:
     )
     x.add_argument("--overwrite", action="store_true", help="replace an existing output")
     x.set_defaults(func=cmd_export)
+
+
+def _add_finetune(sub) -> None:
+    """`icm finetune`."""
     from .train import TrainConfig
 
     f = sub.add_parser("finetune", help="LoRA fine-tune the run's model on its ICM labels")
@@ -419,8 +429,18 @@ def parser() -> argparse.ArgumentParser:
     )
     _add_fields(f, TrainConfig)
     f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
-    _add_rl(sub)
-    _add_compare(sub)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="icm",
+        description="Internal Coherence Maximization: label claims with a model, no labels.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add in (_add_run, _add_demo, _add_eval, _add_export, _add_finetune, _add_rl, _add_compare):
+        add(sub)
     return p
 
 

@@ -62,6 +62,28 @@ class Abort(threading.Event):
         return error
 
 
+def json_object(data: bytes) -> tuple[dict | None, str]:
+    """A 200 answer's JSON object, or None and why it is not one (a retry may do better)."""
+    try:
+        answer = files.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # NaN too: not JSON
+        return None, f"an answer that is not strict JSON ({e}): {data[:120]!r}"
+    if isinstance(answer, dict):
+        return answer, ""
+    return None, f"an answer that is not a JSON object: {data[:120]!r}"
+
+
+def refusal(url: str, status: int, why: str) -> ServerError | ContextLengthError:
+    """The one-line error of an answer that no retry changes."""
+    if status in (401, 403):
+        why += f" (set the API key in ${API_KEY_VARS[0]} or ${API_KEY_VARS[1]})"
+    if status == 400 and "context" in why.lower():
+        return ContextLengthError(
+            f"{url}: {why}: use fewer examples per batch or a longer server context"
+        )
+    return ServerError(f"{url}: {why}", status=status)
+
+
 class Client:
     """JSON requests to one server. `base` is the API path (`/v1` when the URL has none)."""
 
@@ -168,29 +190,16 @@ class Client:
                 why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
                 continue
             if resp.status == 200:
-                try:
-                    answer = files.loads(data.decode("utf-8"))
-                except (ValueError, UnicodeDecodeError) as e:  # NaN too: not JSON
-                    why = f"an answer that is not strict JSON ({e}): {data[:120]!r}"
-                    continue
-                if isinstance(answer, dict):
+                answer, why = json_object(data)
+                if answer is not None:
                     return answer
-                why = f"an answer that is not a JSON object: {data[:120]!r}"
                 continue
             why = f"HTTP {resp.status}: {redact(error_text(data), self.secret)}"
             if resp.status in RETRY_STATUS:
                 after = resp.getheader("Retry-After", "")
                 wait = min(MAX_DELAY, float(after)) if after.replace(".", "", 1).isdigit() else 0.0
                 continue
-            if resp.status in (401, 403):
-                why += f" (set the API key in ${API_KEY_VARS[0]} or ${API_KEY_VARS[1]})"
-            if resp.status == 400 and "context" in why.lower():
-                raise abort.fail(
-                    ContextLengthError(
-                        f"{url}: {why}: use fewer examples per batch or a longer server context"
-                    )
-                )
-            raise abort.fail(ServerError(f"{url}: {why}", status=resp.status))
+            raise abort.fail(refusal(url, resp.status, why))
         why = redact(why, self.secret)
         raise abort.fail(
             ServerError(

@@ -65,6 +65,18 @@ class NamedTokens:
         self.works: bool | None = None  # None: not checked yet
         self._lock = threading.Lock()
 
+    @classmethod
+    def of(cls, variants: Sequence[set[str]], tokenize: Callable[[str], list[int]]) -> NamedTokens:
+        """For each label, its spellings that are one token by `tokenize` (a server's); none
+        where the server cannot tokenise (the bound then stays)."""
+        try:
+            spellings = [
+                [(v, ids[0]) for v in sorted(vs) if len(ids := tokenize(v)) == 1] for vs in variants
+            ]
+        except ServerError:
+            spellings = [[] for _ in variants]
+        return cls(variants, spellings)
+
     def complete(self, top: Top, send: Callable[[int], object]) -> Top:
         gone = missing_label(top, self.variants)
         if gone is None or self.works is False or not self.spellings[gone]:

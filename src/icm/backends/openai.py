@@ -24,7 +24,6 @@ import json
 import math
 import sqlite3
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,16 +37,12 @@ from ..errors import IcmError, ServerError, Stopped
 from .http import API_KEY_VARS, Abort, Client, api_key_from_env, redact
 from .named import BIAS, NamedTokens, missing_label, token_text
 from .options import OpenAIOptions
-from .tokens import followed
+from .pieces import Prompt, ServerPieces, join
 
 __all__ = ["API_KEY_VARS", "OpenAIModel", "api_key_from_env", "label_logprobs", "redact"]
 
 MEMO = 8192
 """Answers kept in memory: a proposal that flips one label re-asks many identical prompts."""
-
-Prompt = tuple
-"""A prompt as token ids (ints), or as one text (a 1-tuple of str) when the server has no
-tokenizer endpoint."""
 
 
 def label_variants(word: str) -> set[str]:
@@ -206,6 +201,73 @@ def both(first, second) -> None:
         raise errors[0]
 
 
+def served_model(client: Client, name: str) -> tuple[str, int | None, dict]:
+    """The model's name (when none was given: the server's only model), the context length
+    the server reports for it, and what it says about the weights (a resume and the call
+    cache compare it); an unreachable server fails here, early."""
+    body = client.call("GET", "/models")
+    listed = body.get("data")
+    listed = listed if isinstance(listed, list) else []
+    models = {
+        str(m["id"]): m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)
+    }
+    if name in ("", "default"):
+        if len(models) != 1:
+            raise ServerError(
+                f"{client.url}/models serves {sorted(models)[:10]}: pick one with --model"
+            )
+        name = next(iter(models))
+    info = models.get(name, {})
+    meta = info.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
+    # vLLM and SGLang report max_model_len; llama.cpp its n_ctx under meta.
+    ctx = info.get("max_model_len") or meta.get("n_ctx")
+    if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
+        raise ServerError(
+            f"{client.url}/models gives the context length of {name} as {str(ctx)[:20]!r}, "
+            "not a number of tokens: is this an OpenAI-compatible server?"
+        )
+    weights = {k: info[k] for k in ("root", "parent") if isinstance(info.get(k), str)}
+    weights |= {k: v for k, v in meta.items() if "ctx" not in k and isinstance(v, int | str)}
+    return name, ctx, {"backend": "openai", "model": name, **weights}
+
+
+def prompt_key(prompt: Prompt) -> bytes:
+    """A short key for a prompt (prompts run to tens of thousands of tokens)."""
+    data = prompt[0].encode() if prompt and isinstance(prompt[0], str) else repr(prompt).encode()
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+class Recent:
+    """The last `size` keys used, with their values (thread-safe): answers, warmed contexts."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[bytes, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            if len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def first(self, key: bytes) -> bool:
+        """Whether `key` is new (and now recorded)."""
+        with self._lock:
+            if key in self._items:
+                return False
+        self.put(key, True)
+        return True
+
+
 class OpenAIModel(LabelModel):
     """A model behind an OpenAI-compatible completions endpoint. Implements `LabelModel`.
 
@@ -239,135 +301,29 @@ class OpenAIModel(LabelModel):
         self.cache = CallCache(call_cache) if call_cache else None
         self.calls = self.tokens = self.cached_tokens = self.cache_hits = 0
         self._lock = threading.Lock()
-        self._memo: OrderedDict[bytes, list[tuple[str, float]]] = OrderedDict()
-        self._ids: dict[tuple[str, bool], list[int]] = {}
-        self._tokenizer: bool | None = None if token_ids else False  # None: not probed yet
-        self._pieces: dict[tuple[str, int], Prompt] = {}
-        self._checked = False
-        self._warmed: OrderedDict[bytes, None] = OrderedDict()
+        self._memo = Recent(MEMO)
+        self._warmed = Recent(MEMO)
         self._named: NamedTokens | None = None
-        self.model, self.max_context, self.identity = self._served_model(model)
+        self.model, self.max_context, self.identity = served_model(self.client, model)
+        self.pieces = ServerPieces(self.client, self.model, self.fmt, token_ids)
 
     def describe(self) -> str:
-        tokens = "token ids" if self._tokenizer else "text"
+        tokens = "token ids" if self.pieces.ids else "text"
         return f"{self.url}, {self.concurrency} stream(s) per search, prompts as {tokens}"
 
-    # -- the server ----------------------------------------------------------------------------
-    def _served_model(self, name: str) -> tuple[str, int | None, dict]:
-        """The model's name (when none was given: the server's only model), the context length
-        the server reports for it, and what it says about the weights (a resume and the call
-        cache compare it); an unreachable server fails here, early."""
-        body = self.client.call("GET", "/models")
-        listed = body.get("data")
-        listed = listed if isinstance(listed, list) else []
-        models = {
-            str(m["id"]): m for m in listed if isinstance(m, dict) and isinstance(m.get("id"), str)
-        }
-        if name in ("", "default"):
-            if len(models) != 1:
-                raise ServerError(
-                    f"{self.url}/models serves {sorted(models)[:10]}: pick one with --model"
-                )
-            name = next(iter(models))
-        info = models.get(name, {})
-        meta = info.get("meta")
-        meta = meta if isinstance(meta, dict) else {}
-        # vLLM and SGLang report max_model_len; llama.cpp its n_ctx under meta.
-        ctx = info.get("max_model_len") or meta.get("n_ctx")
-        if ctx is not None and (isinstance(ctx, bool) or not isinstance(ctx, int) or ctx < 1):
-            raise ServerError(
-                f"{self.url}/models gives the context length of {name} as {str(ctx)[:20]!r}, "
-                "not a number of tokens: is this an OpenAI-compatible server?"
-            )
-        weights = {k: info[k] for k in ("root", "parent") if isinstance(info.get(k), str)}
-        weights |= {k: v for k, v in meta.items() if "ctx" not in k and isinstance(v, int | str)}
-        return name, ctx, {"backend": "openai", "model": name, **weights}
-
     # -- tokens --------------------------------------------------------------------------------
-    def _tokenize(self, text: str, special: bool = False) -> list[int]:
-        """Token ids of `text` by the server's tokenizer (its `/tokenize`, beside `/v1`, as vLLM,
-        SGLang and llama.cpp serve it), memoised. vLLM reads `prompt` and `add_special_tokens`,
-        llama.cpp `content` and `add_special`: both are sent."""
-        key = (text, special)
-        if key not in self._ids:
-            payload: dict[str, Any] = {"model": self.model, "prompt": text, "content": text}
-            payload |= {"add_special_tokens": special, "add_special": special}
-            body = self.client.call("POST", "/tokenize", payload, root=True)
-            ids = body.get("tokens")
-            if not (isinstance(ids, list) and all(type(t) is int for t in ids)):
-                raise ServerError(f"{self.url}: /tokenize answered without token ids")
-            self._ids[key] = ids
-        return self._ids[key]
-
     def has_tokenizer(self) -> bool:
         """Whether the server tokenises for us (probed once: a missing endpoint is no error)."""
-        if self._tokenizer is None:
-            try:
-                self._tokenize("icm")
-                self._tokenizer = True
-            except ServerError as e:
-                if e.status in (401, 403) or e.status is None and "no usable answer" in str(e):
-                    raise  # a key or a connection problem, not a missing endpoint
-                self._tokenizer = False
-        return self._tokenizer
+        return self.pieces.available()
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         """Tokens of each text by the server's own tokenizer; None when it has no endpoint."""
         if not self.has_tokenizer():
             return None
-        return [len(self._tokenize(t)) for t in texts]
-
-    def _followed(self, text: str) -> list[int]:
-        return followed(text, self._tokenize, self._detokenize)
-
-    def _detokenize(self, ids: list[int]) -> str:
-        """The text of `ids` with outer white space dropped; "" where the server has no
-        /detokenize (the joined-prompt check in `_start` then has the last word)."""
-        try:
-            payload = {"model": self.model, "tokens": ids}
-            last = self.client.call("POST", "/detokenize", payload, root=True)
-        except ServerError:
-            return ""
-        if not isinstance(last, dict):
-            return ""
-        return str(last.get("content") or last.get("prompt") or "").strip()
+        return [len(self.pieces.tokenize(t)) for t in texts]
 
     def _piece(self, text: str, label: int) -> Prompt:
-        """A demonstration (label 0/1), the bare query (label -1), or the format's prefix
-        (label -2, with the BOS token the tokenizer adds), as ids or as text."""
-        key = (text, label)
-        if key not in self._pieces:
-            if not self._tokenizer:
-                piece: Prompt = (self.fmt.demo(text, label) if label >= 0 else text,)
-            elif label == -2:
-                special = self._tokenize("a", special=True)
-                bos = special[:1] if len(special) > len(self._tokenize("a")) else []
-                piece = tuple(bos + self._followed(text))
-            elif label == -1:
-                piece = tuple(self._tokenize(text))
-            else:
-                piece = tuple(self._followed(self.fmt.demo(text, label)))
-            self._pieces[key] = piece
-        return self._pieces[key]
-
-    def _start(self, query: str, demo: str | None = None, label: int = 1) -> None:
-        """Decide between token ids and text before the first prompt with a demonstration goes
-        out: ids only when the pieces joined give exactly the tokens of the whole text."""
-        if not self.has_tokenizer() or self._checked or demo is None:
-            return
-        self._checked = True
-        whole = self.fmt.prefix + self.fmt.demo(demo, label) + query
-        joined = self._join(
-            [self._piece(self.fmt.prefix, -2), self._piece(demo, label), self._piece(query, -1)]
-        )
-        if list(joined) != self._tokenize(whole, special=True):
-            warnings.warn(
-                f"{self.url}: the server's tokenizer splits joined prompts differently from their "
-                "pieces: prompts go as text",
-                stacklevel=3,
-            )
-            self._tokenizer = False
-            self._pieces.clear()
+        return self.pieces.piece(text, label)
 
     # -- requests ------------------------------------------------------------------------------
     def _request(self, prompt: Prompt, scored: bool = True, force: int | None = None) -> dict:
@@ -398,22 +354,12 @@ class OpenAIModel(LabelModel):
         used.append((count(usage.get("prompt_tokens")), count(details.get("cached_tokens"))))
         return body
 
-    @staticmethod
-    def _digest(prompt: Prompt) -> bytes:
-        """A short key for a prompt (prompts run to tens of thousands of tokens)."""
-        data = (
-            prompt[0].encode() if prompt and isinstance(prompt[0], str) else repr(prompt).encode()
-        )
-        return hashlib.blake2b(data, digest_size=16).digest()
-
     def _ask(self, prompt: Prompt, abort: Abort, used: list) -> list[tuple[str, float]]:
         """The top log-probs after `prompt`: from the memo, the call cache, or the server."""
-        digest = self._digest(prompt)
-        with self._lock:
-            top = self._memo.get(digest)
-            if top is not None:
-                self._memo.move_to_end(digest)
-                return top
+        digest = prompt_key(prompt)
+        top = self._memo.get(digest)
+        if top is not None:
+            return top
         key = CallCache.key(self._request(prompt), self.identity) if self.cache else ""
         top = self.cache.get(key) if self.cache else None
         if top is not None:
@@ -422,31 +368,17 @@ class OpenAIModel(LabelModel):
         else:
             try:
                 top = top_logprobs(self._send(prompt, abort, used), self.k)
-                if missing_label(top, self.variants) is not None and self._tokenizer is not False:
-                    named = self._named_tokens()
+                if missing_label(top, self.variants) is not None and self.pieces.ids is not False:
+                    if self._named is None:
+                        self._named = NamedTokens.of(self.variants, self.pieces.tokenize)
+                    named = self._named
                     top = named.complete(top, lambda i: self._send(prompt, abort, used, force=i))
             except ServerError as e:
                 raise abort.fail(e) from e
             if self.cache:
                 self.cache.put(key, top)
-        with self._lock:
-            self._memo[digest] = top
-            if len(self._memo) > MEMO:
-                self._memo.popitem(last=False)
+        self._memo.put(digest, top)
         return top
-
-    def _named_tokens(self) -> NamedTokens:
-        """Each label's single-token spellings, for asking a missing label's log-probs by name."""
-        if self._named is None:
-            try:
-                spellings = [
-                    [(v, ids[0]) for v in sorted(vs) if len(ids := self._tokenize(v)) == 1]
-                    for vs in self.variants
-                ]
-            except ServerError:  # no /tokenize: no ids to force, the bound stays
-                spellings = [[] for _ in self.variants]
-            self._named = NamedTokens(self.variants, spellings)
-        return self._named
 
     def _score(self, top: list[tuple[str, float]], bounded: list[bool]) -> np.ndarray:
         """The label log-probs of one answer; notes whether one label's mass is only bounded."""
@@ -457,22 +389,11 @@ class OpenAIModel(LabelModel):
         """Have the server compute `context` once, before several streams extend it. The label
         word goes after it (it never follows a context in a scored prompt), so the request is
         never a prompt the server has fully cached, whose last token it would compute again."""
-        digest = self._digest(context)
-        with self._lock:
-            if len(context) < 2 or digest in self._warmed:
-                return
-            self._warmed[digest] = None
-            if len(self._warmed) > MEMO:
-                self._warmed.popitem(last=False)
+        if len(context) < 2 or not self._warmed.first(prompt_key(context)):
+            return
         word = self.fmt.label_words[1]
-        tail = tuple(self._tokenize(word)) if self._tokenizer else (word,)
-        self._send(self._join([context, tail]), abort, used, scored=False)
-
-    @staticmethod
-    def _join(parts: Sequence[Prompt]) -> Prompt:
-        if parts and parts[0] and isinstance(parts[0][0], str):
-            return ("".join(p[0] for p in parts if p),)
-        return tuple(t for p in parts for t in p)
+        tail = tuple(self.pieces.tokenize(word)) if self.pieces.ids else (word,)
+        self._send(join([context, tail]), abort, used, scored=False)
 
     def _run(self, work, abort: Abort, used: list, bounded: list[bool]) -> None:
         """Run `work(abort, used)`; charge what the server did (and how many scores it gave, how
@@ -492,11 +413,11 @@ class OpenAIModel(LabelModel):
         """Leave-one-out prompt i as sent: the prefix, the other demonstrations in
         `loo_orders(n)[i]` order, then prompt i (token ids, or a 1-tuple of text)."""
         if len(prompts) > 1:
-            self._start(prompts[0], prompts[1], labels[1])
+            self.pieces.decide(prompts[0], prompts[1], labels[1])
         prefix = self._piece(self.fmt.prefix, -2)
         demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
         return [
-            self._join([prefix, *(demo[j] for j in order), self._piece(prompts[i], -1)])
+            join([prefix, *(demo[j] for j in order), self._piece(prompts[i], -1)])
             for i, order in enumerate(loo_orders(len(prompts)))
         ]
 
@@ -507,7 +428,7 @@ class OpenAIModel(LabelModel):
         if n == 0:
             return out
         if n > 1:
-            self._start(prompts[0], prompts[1], labels[1])
+            self.pieces.decide(prompts[0], prompts[1], labels[1])
         demo = [self._piece(p, y) for p, y in zip(prompts, labels, strict=True)]
         query = [self._piece(p, -1) for p in prompts]
         abort = Abort()
@@ -517,12 +438,12 @@ class OpenAIModel(LabelModel):
         def tree(lo: int, hi: int, context: Prompt, streams: int) -> None:
             # The loo_orders tree: items lo..hi-1 after `context`; each half after the other.
             if hi - lo == 1:
-                top = self._ask(self._join([context, query[lo]]), abort, used)
+                top = self._ask(join([context, query[lo]]), abort, used)
                 out[lo] = self._score(top, bounded)
                 return
             mid = (lo + hi) // 2
-            left = self._join([context, *demo[mid:hi]])
-            right = self._join([context, *demo[lo:mid]])
+            left = join([context, *demo[mid:hi]])
+            right = join([context, *demo[lo:mid]])
             if streams < 2:
                 tree(lo, mid, left, 1)
                 tree(mid, hi, right, 1)
@@ -542,8 +463,8 @@ class OpenAIModel(LabelModel):
         if not len(queries):
             return out
         if len(demos):
-            self._start(queries[0], demos[0], labels[0])
-        context = self._join(
+            self.pieces.decide(queries[0], demos[0], labels[0])
+        context = join(
             [self._piece(self.fmt.prefix, -2)]
             + [self._piece(p, y) for p, y in zip(demos, labels, strict=True)]
         )
@@ -554,7 +475,7 @@ class OpenAIModel(LabelModel):
         def span(lo: int, hi: int, streams: int) -> None:
             if streams < 2 or hi - lo == 1:
                 for i in range(lo, hi):
-                    top = self._ask(self._join([context, self._piece(queries[i], -1)]), abort, used)
+                    top = self._ask(join([context, self._piece(queries[i], -1)]), abort, used)
                     out[i] = self._score(top, bounded)
                 return
             mid = (lo + hi) // 2

@@ -84,3 +84,33 @@ class Packed:
             for s, leaf in enumerate(self.leaf)
             if leaf >= 0
         }
+
+    def inputs(
+        self, past: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The packed ids, the attention mask over the `past` cached tokens and the packed
+        ones (0 where a token may look, the dtype's minimum elsewhere), and each token's
+        position: the one it has in its own prompt, after its ancestors only."""
+        ids, parent, _ = self.layout()
+        q = len(ids)
+        seg = torch.tensor(self.segment_of(), device=device)
+        # Which segment each segment may see: itself and its ancestors (a tree, parents first).
+        sees = torch.eye(len(parent), dtype=torch.bool, device=device)
+        for s, p in enumerate(parent):
+            if p >= 0:
+                sees[s] |= sees[p]
+        rows = torch.arange(q, device=device)
+        visible = sees[seg[:, None], seg[None, :]] & (rows[None, :] <= rows[:, None])
+        visible = torch.cat([torch.ones(q, past, dtype=torch.bool, device=device), visible], 1)
+        mask = torch.zeros(visible.shape, dtype=dtype, device=device)
+        mask.masked_fill_(~visible, torch.finfo(dtype).min)
+        depth = [0] * len(parent)
+        for s, p in enumerate(parent):
+            depth[s] = 0 if p < 0 else depth[p] + len(self.segments[p])
+        positions = [
+            past + depth[s] + k
+            for s, tokens in enumerate(self.segments)
+            for k in range(len(tokens))
+        ]
+        as_ids = torch.tensor(ids, device=device)
+        return as_ids, mask, torch.tensor(positions, device=device)

@@ -261,36 +261,16 @@ class TransformersModel(LabelModel):
     def _forward_packed(self, tree: Packed, cache) -> dict[int, torch.Tensor]:
         """Run a packed tree of segments on top of `cache` in one forward pass (then crop the
         cache back); the last-position logits of each leaf, by its index."""
-        ids, parent, first = tree.layout()
-        q, past = len(ids), cache.get_seq_length()
-        seg = torch.tensor(tree.segment_of(), device=self.device)
-        # Which segment each segment may see: itself and its ancestors (a tree, parents first).
-        sees = torch.eye(len(parent), dtype=torch.bool, device=self.device)
-        for s, p in enumerate(parent):
-            if p >= 0:
-                sees[s] |= sees[p]
-        rows = torch.arange(q, device=self.device)
-        visible = sees[seg[:, None], seg[None, :]] & (rows[None, :] <= rows[:, None])
-        visible = torch.cat([torch.ones(q, past, dtype=torch.bool, device=self.device), visible], 1)
+        past = cache.get_seq_length()
         dtype = next(self.model.parameters()).dtype
-        mask = torch.zeros(visible.shape, dtype=dtype, device=self.device)
-        mask.masked_fill_(~visible, torch.finfo(dtype).min)
-        # Every token sits at the position it has in its own prompt: after its ancestors only.
-        depth = [0] * len(parent)
-        for s, p in enumerate(parent):
-            depth[s] = 0 if p < 0 else depth[p] + len(tree.segments[p])
-        positions = [
-            past + depth[s] + k
-            for s, tokens in enumerate(tree.segments)
-            for k in range(len(tokens))
-        ]
-        leaves = tree.leaf_positions()
+        ids, mask, positions = tree.inputs(past, self.device, dtype)
+        q, leaves = len(ids), tree.leaf_positions()
         kw = {self._cache_arg: cache}
         try:
             result = self.model(
-                input_ids=torch.tensor([ids], device=self.device),
+                input_ids=ids[None],
                 attention_mask=mask[None, None],
-                position_ids=torch.tensor([positions], device=self.device),
+                position_ids=positions[None],
                 use_cache=True,
                 logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
                 **kw,

@@ -21,6 +21,10 @@ class Example:
     group: Hashable | None = None
     key: Hashable | None = None
 
+    def group_or(self, i: int) -> Hashable:
+        """The example's group, or (for one with none, at index `i`) a group of its own."""
+        return self.group if self.group is not None else ("row", i)
+
 
 @dataclass(frozen=True)
 class PromptFormat:

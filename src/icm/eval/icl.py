@@ -337,9 +337,7 @@ def _score_all(
     """Every method's accuracy on the test claims (both protocols), with PGR."""
     test = setup.test
     gold = np.array(test.gold, dtype=int)
-    groups = [
-        ex.group if ex.group is not None else ("row", i) for i, ex in enumerate(test.examples)
-    ]
+    groups = [ex.group_or(i) for i, ex in enumerate(test.examples)]
     resamples = Resamples(groups, cfg.bootstrap, cfg.seed)
     joint = None
     if get_rule(setup.task.rule).constrains:
@@ -418,9 +416,7 @@ def _add_pgr(methods: dict[str, dict], part: Callable[[dict], dict]) -> None:
 
 def _header(setup: Setup, run: Path, run_cfg: RunConfig, cfg: EvalConfig) -> dict:
     train, test, demos = setup.train, setup.test, setup.demos
-    groups = {
-        ex.group if ex.group is not None else ("row", i) for i, ex in enumerate(test.examples)
-    }
+    groups = {ex.group_or(i) for i, ex in enumerate(test.examples)}
     return {
         "kind": "icm eval",
         "run": str(run),

@@ -130,8 +130,6 @@ def render(folder: str | Path) -> str:
     traces = _traces(folder)
     result = _read_json(folder / EVAL_JSON)
     labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
-    last = list(traces.values())[-1][-1] if traces and list(traces.values())[-1] else {}
-
     parts = [
         f"<h1>ICM run {escape(folder.name)}</h1>",
         f'<p class="sub">task <b>{escape(cfg.task)}</b> &middot; model <b>{escape(cfg.model)}</b>'
@@ -139,47 +137,12 @@ def render(folder: str | Path) -> str:
         + ("" if summary else " &middot; <b>in progress</b> (no summary.json yet)")
         + "</p>",
     ]
-    # -- key numbers
-    if summary:
-        agree = summary.get("agreement")
-        cards = [
-            ("U", summary.get("utility")),
-            ("inconsistencies", summary.get("inconsistencies")),
-            ("examples", summary.get("examples")),
-            ("searched", f"{summary.get('searched_share', 0):.0%}"),
-            ("True / False", f"{summary['labels']['true']} / {summary['labels']['false']}"),
-            ("agreement with gold", agree),
-            ("iterations", summary.get("iterations")),
-            ("accepted flips", summary.get("accepted")),
-            ("model calls", summary.get("model_calls")),
-            ("tokens", summary.get("tokens")),
-            ("seconds", summary.get("seconds")),
-        ]
-        if summary.get("chains", 1) > 1:
-            cards.insert(4, ("chain agreement", f"{summary['chain_agreement']:.0%}"))
-        if summary.get("cached_tokens"):
-            cards.append(("tokens from the server's cache", f"{summary['cached_share']:.0%}"))
-    else:
-        cards = [
-            ("U", last.get("U")),
-            ("inconsistencies", last.get("inconsistencies")),
-            ("labelled", last.get("labelled")),
-            ("iterations", last.get("n")),
-            ("agreement with gold", last.get("agreement")),
-        ]
     if summary and summary.get("warnings"):
         items = "".join(f"<li>{escape(w)}</li>" for w in summary["warnings"])
         parts.append(f'<div class="warn"><b>Before trusting these labels</b><ul>{items}</ul></div>')
-    parts.append('<h2>Summary</h2><div class="cards">')
-    for name, value in cards:
-        digits = {"U": 2, "seconds": 1}.get(name, 3)
-        shown = _num(value, digits) if not isinstance(value, str) else escape(value)
-        parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
-    parts.append("</div>")
-    # -- the search against gold and the concept test
+    parts.append(_cards(summary, traces))
     if summary:
         parts.append(_search_verdict(summary))
-    # -- trace plots
     settled = {k: [r for r in t if "polish" in r] for k, t in traces.items()}
     traces = {k: [r for r in t if "polish" not in r] for k, t in traces.items()}
     if any(traces.values()):
@@ -187,27 +150,15 @@ def render(folder: str | Path) -> str:
         parts.append(_img(trace_chart(traces), "U, T, inconsistencies and agreement"))
     if any(settled.values()):
         parts.append(_settled(settled))
-    # -- label balance
     if labels:
-        t = sum(bool(r.get("icm_label")) for r in labels)
-        st = sum(bool(r.get("icm_label")) for r in labels if r.get("icm_searched"))
-        sn = sum(1 for r in labels if r.get("icm_searched"))
-        parts.append("<h2>Label balance</h2>")
-        parts.append(
-            f"<p>{t} True and {len(labels) - t} False of {len(labels)} examples; the search "
-            f"labelled {sn} ({st} True), the rest got the model's argmax given those.</p>"
-        )
-        parts.append(_img(balance_chart(t, len(labels) - t, st, sn - st), "label balance"))
-    # -- evaluation
+        parts.append(_balance(labels))
     if result:
         parts.append("<h2>Evaluation: many-shot in-context accuracy</h2>")
         parts.append(_eval_table(result))
         parts.append(_img(eval_chart(result), "test accuracy by demonstration labels"))
     parts.append(_compare(folder))
-    # -- flips
     if any(traces.values()):
         parts.append(_flips(traces, _claims(cfg)))
-    # -- config
     flat = {k: v for k, v in cfg.to_json().items() if k != "search"}
     flat.update({f"search.{k}": v for k, v in cfg.to_json()["search"].items()})
     parts.append("<h2>Configuration</h2>")
@@ -218,6 +169,59 @@ def render(folder: str | Path) -> str:
         f'<meta name="generator" content="{GENERATOR}">'
         f"<title>ICM run {escape(folder.name)}</title><style>{CSS}</style></head>"
         f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def _cards(summary: dict | None, traces: dict) -> str:
+    """The key numbers: from summary.json, or from the last trace line of a run in progress."""
+    if summary:
+        cards = [
+            ("U", summary.get("utility")),
+            ("inconsistencies", summary.get("inconsistencies")),
+            ("examples", summary.get("examples")),
+            ("searched", f"{summary.get('searched_share', 0):.0%}"),
+            ("True / False", f"{summary['labels']['true']} / {summary['labels']['false']}"),
+            ("agreement with gold", summary.get("agreement")),
+            ("iterations", summary.get("iterations")),
+            ("accepted flips", summary.get("accepted")),
+            ("model calls", summary.get("model_calls")),
+            ("tokens", summary.get("tokens")),
+            ("seconds", summary.get("seconds")),
+        ]
+        if summary.get("chains", 1) > 1:
+            cards.insert(4, ("chain agreement", f"{summary['chain_agreement']:.0%}"))
+        if summary.get("cached_tokens"):
+            cards.append(("tokens from the server's cache", f"{summary['cached_share']:.0%}"))
+        if summary.get("approximate_scores"):
+            cards.append(("approximate scores", f"{summary['approximate_share']:.1%}"))
+    else:
+        last = list(traces.values())[-1][-1] if traces and list(traces.values())[-1] else {}
+        cards = [
+            ("U", last.get("U")),
+            ("inconsistencies", last.get("inconsistencies")),
+            ("labelled", last.get("labelled")),
+            ("iterations", last.get("n")),
+            ("agreement with gold", last.get("agreement")),
+        ]
+    parts = ['<h2>Summary</h2><div class="cards">']
+    for name, value in cards:
+        digits = {"U": 2, "seconds": 1}.get(name, 3)
+        shown = _num(value, digits) if not isinstance(value, str) else escape(value)
+        parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
+    return "\n".join([*parts, "</div>"])
+
+
+def _balance(labels: list[dict]) -> str:
+    t = sum(bool(r.get("icm_label")) for r in labels)
+    st = sum(bool(r.get("icm_label")) for r in labels if r.get("icm_searched"))
+    sn = sum(1 for r in labels if r.get("icm_searched"))
+    return "\n".join(
+        [
+            "<h2>Label balance</h2>",
+            f"<p>{t} True and {len(labels) - t} False of {len(labels)} examples; the search "
+            f"labelled {sn} ({st} True), the rest got the model's argmax given those.</p>",
+            _img(balance_chart(t, len(labels) - t, st, sn - st), "label balance"),
+        ]
     )
 
 

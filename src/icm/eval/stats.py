@@ -82,7 +82,7 @@ def split_groups(data: Dataset, fraction: float, seed: int) -> tuple[list[int], 
         raise IcmError(f"--split-test must be between 0 and 1, got {fraction}")
     members: dict[Hashable, list[int]] = {}
     for i, ex in enumerate(data.examples):
-        members.setdefault(ex.group if ex.group is not None else ("row", i), []).append(i)
+        members.setdefault(ex.group_or(i), []).append(i)
     if len(members) < 2:
         raise IcmError(f"{data.source}: cannot split {len(members)} group into train and test")
     keys = list(members)

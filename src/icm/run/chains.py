@@ -25,15 +25,10 @@ def combine(
     best = max(range(len(finals)), key=lambda k: finals[k]["utility"])
     votes = np.array([f["final"] for f in finals])  # (chains, rows)
     logodds = np.array([f["logodds"] for f in finals])
-
-    def confidence(labels: list[int]) -> np.ndarray:
-        signed = np.where(np.array(labels) == 1, logodds, -logodds)
-        return (1 / (1 + np.exp(-signed))).mean(axis=0)
-
     if rule == "vote":
         share = votes.mean(axis=0)
         labels = [int(s > 0.5) if s != 0.5 else votes[best][i] for i, s in enumerate(share)]
-        margin = (2 * np.array(labels) - 1) * (2 * confidence(labels) - 1)  # > 0 leans True
+        margin = (2 * np.array(labels) - 1) * (2 * confidence(labels, logodds) - 1)  # > 0: True
         labels = Structure(cons, len(labels), fixed).decode(margin)
         searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
         shown = logodds.mean(axis=0)
@@ -41,9 +36,8 @@ def combine(
         labels = [int(y) for y in votes[best]]
         searched = [y >= 0 for y in finals[best]["labels"]]
         shown = logodds[best]
-    conf = confidence(labels)
+    conf = confidence(labels, logodds)
     conf[list(fixed)] = 1.0  # a person's label
-    agree = (votes == np.array(labels)).mean(axis=0)
     rows = [
         {
             **row,
@@ -57,12 +51,32 @@ def combine(
             zip(data.rows, labels, shown, conf, searched, strict=True)
         )
     ]
+    return rows, batch_summary(finals, data, cons, labels, searched, best)
+
+
+def confidence(labels: list[int], logodds: np.ndarray) -> np.ndarray:
+    """Per row, the chains' mean probability of the row's label (logodds: chains x rows)."""
+    signed = np.where(np.array(labels) == 1, logodds, -logodds)
+    return (1 / (1 + np.exp(-signed))).mean(axis=0)
+
+
+def batch_summary(
+    finals: list[dict],
+    data: Dataset,
+    cons: list[Constraint],
+    labels: list[int],
+    searched: list[bool],
+    best: int,
+) -> dict:
+    """What a batch's summary says of its labels and its chains."""
+    votes = np.array([f["final"] for f in finals])
+    agree = (votes == np.array(labels)).mean(axis=0)
     pairwise = [
         float((votes[a] == votes[b]).mean())
         for a in range(len(finals))
         for b in range(a + 1, len(finals))
     ]
-    summary = {
+    return {
         "examples": len(data),
         "searched": int(sum(searched)),
         "inconsistencies": len(violations(cons, labels)),
@@ -80,4 +94,3 @@ def combine(
             for f in finals
         ],
     }
-    return rows, summary

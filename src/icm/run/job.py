@@ -124,65 +124,89 @@ def search_job(
 ) -> dict:
     """Algorithm 1 on one batch with one seed, from its checkpoint, checkpointed after every
     iteration; then its final labels (final.json). Returns what final.json holds."""
-    folder, data = job.folder, job.data
-    folder.mkdir(parents=True, exist_ok=True)
-    final_path, state_path, trace_path = folder / FINAL, folder / STATE, folder / TRACE
-    search = Search(data.examples, model, task.rule, cfg.search, job.fixed)
+    job.folder.mkdir(parents=True, exist_ok=True)
+    search = Search(job.data.examples, model, task.rule, cfg.search, job.fixed)
     saved = read_state(job)
-    if saved and saved[0].iteration > total:
-        raise ConfigError(
-            f"--iterations {total} is below the {saved[0].iteration} iterations {folder} has done"
-        )
-    if saved and final_path.exists():
-        final = read_final(final_path, saved[0], job, search)
-        if final["iterations"] == total:
-            return final
+    done = finished(job, search, saved, total)
+    if done is not None:
+        return done
     t0 = time.perf_counter()
     with metered() as usage:
-        if saved:
-            state, stats = saved
-            try:
-                search.resume(state)
-            except (ValueError, TypeError, KeyError) as e:
-                raise RunError(f"{state_path}: 'rng' is not a generator state icm wrote") from e
-            # The trace may hold one line past the checkpoint (killed between the two writes).
-            if trace_path.exists():
-                rows = files.read_jsonl(trace_path, torn_tail=True)
-                files.write_jsonl(trace_path, [r for r in rows if in_checkpoint(r, state)])
-        else:
-            stats = {"seconds": 0.0, **dict.fromkeys(COUNTERS, 0)}
-            state = search.start(job.seed)
+        state, stats = resume(job, search, saved) if saved else (search.start(job.seed), None)
+        before = stats or {"seconds": 0.0, **dict.fromkeys(COUNTERS, 0)}
 
         def counters() -> dict:
-            done = {k: stats[k] + getattr(usage, k) for k in COUNTERS}
-            return {"seconds": stats["seconds"] + time.perf_counter() - t0, **done}
+            done = {k: before[k] + getattr(usage, k) for k in COUNTERS}
+            return {"seconds": before["seconds"] + time.perf_counter() - t0, **done}
 
         def checkpoint() -> None:
-            files.write_json(state_path, {**state.to_json(), **counters()})
+            files.write_json(job.folder / STATE, {**state.to_json(), **counters()})
 
         if not saved:
             checkpoint()
-        for step in search.run(state, total):
-            if stop.is_set():
-                raise Stopped()
-            row = trace_row(step, state, data)
-            files.append_jsonl(trace_path, row)
-            checkpoint()
-            c = counters()
-            progress.step(
-                {**row, **c, "batch": job.batch, "batches": job.batches, "chain": job.chain}
-            )
-        if search.cfg.polish or search.cfg.keep_best:
-            progress.phase(f"{job.name}: polishing the labelling (moves while U rises)")
-        for change in settle(search, state):
-            if stop.is_set():
-                raise Stopped()
-            files.append_jsonl(trace_path, change_row(change, state, data))
-            checkpoint()
-        progress.phase(f"{job.name}: final labels and log-odds of {len(data)} claims")
-        final = finish(search, state, data, counters)
-    files.write_json(final_path, final)
+        walk(job, search, state, total, stop, progress, checkpoint, counters)
+        progress.phase(f"{job.name}: final labels and log-odds of {len(job.data)} claims")
+        final = finish(search, state, job.data, counters)
+    files.write_json(job.folder / FINAL, final)
     return final
+
+
+def finished(job: Job, search: Search, saved: tuple | None, total: int) -> dict | None:
+    """The search's final.json when it already ran `total` iterations (checked), else None."""
+    if saved and saved[0].iteration > total:
+        raise ConfigError(
+            f"--iterations {total} is below the {saved[0].iteration} iterations "
+            f"{job.folder} has done"
+        )
+    if saved and (job.folder / FINAL).exists():
+        final = read_final(job.folder / FINAL, saved[0], job, search)
+        if final["iterations"] == total:
+            return final
+    return None
+
+
+def resume(job: Job, search: Search, saved: tuple[State, dict]) -> tuple[State, dict]:
+    """The search put back where its checkpoint left it, and the trace cut to match."""
+    state, stats = saved
+    try:
+        search.resume(state)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RunError(f"{job.folder / STATE}: 'rng' is not a generator state icm wrote") from e
+    # The trace may hold one line past the checkpoint (killed between the two writes).
+    trace = job.folder / TRACE
+    if trace.exists():
+        rows = files.read_jsonl(trace, torn_tail=True)
+        files.write_jsonl(trace, [r for r in rows if in_checkpoint(r, state)])
+    return state, stats
+
+
+def walk(
+    job: Job,
+    search: Search,
+    state: State,
+    total: int,
+    stop: threading.Event,
+    progress: Progress,
+    checkpoint: Callable[[], None],
+    counters: Callable[[], dict],
+) -> None:
+    """The iterations up to `total`, then settling; a trace line and a checkpoint after each."""
+    trace = job.folder / TRACE
+    for step in search.run(state, total):
+        if stop.is_set():
+            raise Stopped()
+        row = trace_row(step, state, job.data)
+        files.append_jsonl(trace, row)
+        checkpoint()
+        where = {"batch": job.batch, "batches": job.batches, "chain": job.chain}
+        progress.step({**row, **counters(), **where})
+    if search.cfg.polish or search.cfg.keep_best:
+        progress.phase(f"{job.name}: polishing the labelling (moves while U rises)")
+    for change in settle(search, state):
+        if stop.is_set():
+            raise Stopped()
+        files.append_jsonl(trace, change_row(change, state, job.data))
+        checkpoint()
 
 
 def read_final(path: Path, state: State, job: Job, search: Search) -> dict:

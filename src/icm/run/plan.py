@@ -58,7 +58,7 @@ def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
     room = budget - max(costs) if budget else math.inf
     groups: dict[object, list[int]] = {}
     for i, ex in enumerate(data.examples):
-        groups.setdefault(ex.group if ex.group is not None else ("row", i), []).append(i)
+        groups.setdefault(ex.group_or(i), []).append(i)
     parts: list[list[int]] = [[]]
     used = 0
     for members in groups.values():

@@ -7,8 +7,9 @@ JSON; `resolve_task(name_or_path)` does either; `Task.load(path)` reads a data f
 
 from pathlib import Path
 
+from . import builtin  # noqa: F401 - registers the built-in tasks
+from .answers import final_answer
 from .base import Dataset, Task, get_task, register, task_names
-from .builtin import final_answer
 from .custom import load_task_spec
 
 

@@ -47,7 +47,7 @@ class Dataset:
         order: list[Hashable] = []
         members: dict[Hashable, list[int]] = {}
         for i, ex in enumerate(self.examples):
-            g = ex.group if ex.group is not None else ("row", i)
+            g = ex.group_or(i)
             if g not in members:
                 order.append(g)
                 members[g] = []
