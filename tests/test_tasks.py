@@ -131,6 +131,52 @@ def test_custom_task_spec(tmp_path):
         load_task_spec(spec)
 
 
+def test_a_yaml_spec_can_say_what_the_built_in_gsm8k_task_says(tmp_path):
+    """GSM8K's answer key and solutions layout are named hooks: a spec written by hand gives the
+    same prompts, groups, keys and gold as the built-in task, on the real solutions file."""
+    spec = tmp_path / "math.yaml"
+    spec.write_text(
+        "name: my-gsm8k\n"
+        'template: "Question: {question}\\nClaim: {choice}\\nI think this claim is"\n'
+        "group: consistency_id\n"
+        "consistency: {rule: same-answer, key: choice, parse: final-answer}\n"
+        "aliases: {choice: [cot]}\n"
+        "expand: gsm8k-solutions\n"
+        "unique: false\n"
+    )
+    path = shared("gsm8k/model_solutions.jsonl")
+    mine, theirs = load_task_spec(spec).load(path), get_task("gsm8k").load(path)
+    assert len(mine) == len(theirs) > 0
+    assert [(e.prompt, e.group, e.key) for e in mine.examples] == [
+        (e.prompt, e.group, e.key) for e in theirs.examples
+    ]
+    assert mine.gold == theirs.gold
+    assert any(e.key is not None for e in mine.examples)
+
+
+@pytest.mark.parametrize(
+    "extra,says",
+    [
+        ("consistency: {rule: same-answer, key: choice, parse: last-number}\n", "parse"),
+        ("consistency: {rule: asymmetry, key: [choice, other], parse: final-answer}\n", "parse"),
+        ("expand: my-layout\n", "expand"),
+        ("aliases: {choice: cot}\n", "aliases"),
+        ("aliases: {choice: [label]}\n", "gold-label"),
+        ("unique: 'no'\n", "unique"),
+        ("description: [a, b]\n", "description"),
+    ],
+)
+def test_a_spec_naming_a_hook_badly_is_one_line(tmp_path, extra, says):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        'template: "Q: {question} A: {choice}. I think this claim is"\n'
+        "group: consistency_id\n" + extra
+    )
+    with pytest.raises(DataError, match=says) as e:
+        load_task_spec(spec)
+    assert "\n" not in str(e.value) and "spec.yaml" in str(e.value)
+
+
 def test_unknown_task_lists_the_known_ones():
     with pytest.raises(DataError, match="truthfulqa"):
         get_task("nope")
