@@ -413,7 +413,7 @@ def test_a_context_budget_smaller_than_any_prompt_is_refused_before_a_write(tmp_
 def test_the_call_cache_is_never_another_programs_database(tmp_path):
     import sqlite3
 
-    from icm.backends.openai import CallCache
+    from icm.backends.caching import CallCache
     from icm.errors import IcmError
 
     theirs = tmp_path / "app.db"
@@ -432,7 +432,7 @@ def test_the_call_cache_is_never_another_programs_database(tmp_path):
     assert text.read_text() == "not a database at all\n" * 10
     mine = tmp_path / "cache.sqlite"
     CallCache(mine).put("k", [(" True", -0.1)])
-    assert CallCache(mine).get("k") == [(" True", -0.1)]  # icm's own: opened again
+    assert CallCache(mine).get("k") == [[" True", -0.1]]  # icm's own: opened again
 
 
 # -- time limits that hold -------------------------------------------------------------------------

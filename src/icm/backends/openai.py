@@ -20,9 +20,7 @@ which a server with prefix caching computes once.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -33,7 +31,8 @@ import numpy as np
 
 from ..core.data import PromptFormat, loo_orders
 from ..core.model import LabelModel, charge, charge_scores
-from ..errors import IcmError, ServerError, Stopped
+from ..errors import ServerError, Stopped
+from .caching import CallCache
 from .http import API_KEY_VARS, Abort, Client, api_key_from_env, redact
 from .named import BIAS, NamedTokens, missing_label, token_text
 from .options import OpenAIOptions
@@ -125,60 +124,6 @@ def count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return 0
     return int(value) if value == value and value >= 0 and value == int(value) else 0
-
-
-class CallCache:
-    """Answers already received, in SQLite, keyed by a hash of the request and of what the server
-    says about its weights. A rerun of the same search sends no request."""
-
-    APPLICATION_ID = 0x49434D31  # "ICM1" in the SQLite header: this file is icm's call cache
-
-    def __init__(self, path: str | Path) -> None:
-        self.lock = threading.Lock()
-        path = Path(path)
-        if path.is_symlink():
-            raise IcmError(f"{path}: is a link; give the call cache's own path")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(str(path), check_same_thread=False)
-            self._claim(path)
-        except (OSError, sqlite3.Error) as e:
-            raise IcmError(f"{path}: cannot use it as the call cache: {e}") from e
-
-    def _claim(self, path: Path) -> None:
-        """A new file becomes icm's call cache; an existing one must be one (marked in its
-        header, or an older icm's with its one table): another program's database is refused
-        before anything is written to it."""
-        (app,) = self.db.execute("PRAGMA application_id").fetchone()
-        tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master")}
-        ours = app == self.APPLICATION_ID or (
-            app == 0 and tables <= {"calls", "sqlite_autoindex_calls_1"}
-        )
-        if not ours:
-            self.db.close()
-            raise IcmError(
-                f"{path}: a database icm did not create; --call-cache needs a new file or one "
-                "icm made"
-            )
-        with self.db:
-            self.db.execute(f"PRAGMA application_id = {self.APPLICATION_ID}")
-            self.db.execute("CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, top TEXT)")
-
-    @staticmethod
-    def key(request: dict, served: dict) -> str:
-        """The request and what the server said about its weights: a new checkpoint served
-        under an old name is never answered from the cache."""
-        text = json.dumps([request, served], sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()
-
-    def get(self, key: str) -> list[tuple[str, float]] | None:
-        with self.lock:
-            row = self.db.execute("SELECT top FROM calls WHERE key = ?", (key,)).fetchone()
-        return [tuple(p) for p in json.loads(row[0])] if row else None
-
-    def put(self, key: str, top: list[tuple[str, float]]) -> None:
-        with self.lock, self.db:
-            self.db.execute("INSERT OR REPLACE INTO calls VALUES (?, ?)", (key, json.dumps(top)))
 
 
 def both(first, second) -> None:
@@ -307,6 +252,11 @@ class OpenAIModel(LabelModel):
         self.model, self.max_context, self.identity = served_model(self.client, model)
         self.pieces = ServerPieces(self.client, self.model, self.fmt, token_ids)
 
+    def cached(self, cache: CallCache) -> OpenAIModel:
+        """Keeps each request's answer: prompts shared by different calls are asked once."""
+        self.cache = cache
+        return self
+
     def describe(self) -> str:
         tokens = "token ids" if self.pieces.ids else "text"
         return f"{self.url}, {self.concurrency} stream(s) per search, prompts as {tokens}"
@@ -361,7 +311,8 @@ class OpenAIModel(LabelModel):
         if top is not None:
             return top
         key = CallCache.key(self._request(prompt), self.identity) if self.cache else ""
-        top = self.cache.get(key) if self.cache else None
+        hit = self.cache.get(key) if self.cache else None
+        top = [(str(t), float(v)) for t, v in hit] if hit is not None else None
         if top is not None:
             with self._lock:
                 self.cache_hits += 1
@@ -492,7 +443,7 @@ class OpenAIModel(LabelModel):
 
     def close(self) -> None:
         if self.cache:
-            self.cache.db.close()
+            self.cache.close()
 
 
 def from_options(name: str, opts: OpenAIOptions, fmt: PromptFormat) -> OpenAIModel:
@@ -506,5 +457,4 @@ def from_options(name: str, opts: OpenAIOptions, fmt: PromptFormat) -> OpenAIMod
         timeout=opts.timeout,
         retries=opts.retries,
         api_key=api_key_from_env(),
-        call_cache=opts.call_cache,
     )

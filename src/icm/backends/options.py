@@ -8,7 +8,10 @@ it may change on `--resume`.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
@@ -37,20 +40,6 @@ def trust_option(**meta: object) -> bool:
 
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-@dataclass
-class ModelChoice:
-    """Which model scores, and through which backend."""
-
-    model: str = option(
-        "default",
-        "'default' (embedded SmolLM2-135M), a Hugging Face id, a folder or a .gguf; "
-        "openai backend: the served model's name (default: the server's only model)",
-    )
-    backend: str = option(
-        "transformers", "transformers or openai", choices=("transformers", "openai")
-    )
 
 
 @dataclass
@@ -108,8 +97,48 @@ class OpenAIOptions:
         max=100,
         resumable=True,
     )
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A backend's name, its options and where its builder lives (`module:function`, called
+    as `function(model_name, options, fmt)`); the module is imported only when it is used."""
+
+    name: str
+    options: type
+    builder: str
+
+    def build(self) -> Callable[..., Any]:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(module, __package__), function)
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(name: str, options: type, builder: str) -> None:
+    BACKENDS[name] = Backend(name, options, builder)
+
+
+register("transformers", TransformersOptions, ".transformers:from_options")
+register("openai", OpenAIOptions, ".openai:from_options")
+
+
+@dataclass
+class ModelChoice:
+    """Which model scores, and through which backend."""
+
+    model: str = option(
+        "default",
+        "'default' (embedded SmolLM2-135M), a Hugging Face id, a folder or a .gguf; "
+        "openai backend: the served model's name (default: the server's only model)",
+    )
+    backend: str = option("transformers", " or ".join(BACKENDS), choices=tuple(BACKENDS))
     call_cache: str | None = option(
-        None, "openai backend: SQLite file of answers, so a rerun sends no request", resumable=True
+        None,
+        "SQLite file of the model's answers, so a rerun computes nothing again (openai backend: "
+        "per request)",
+        resumable=True,
     )
 
 

@@ -77,6 +77,11 @@ class LabelModel(ABC):
         """Release connections, threads or memory; the model is not used afterwards."""
         return None
 
+    def cached(self, cache: Any) -> LabelModel | None:
+        """This model keeping its answers in `cache` (a `backends.caching.CallCache`) in its own
+        finer way, or None: the model is then wrapped in a `CachingModel` by whole calls."""
+        return None
+
 
 def guess_tokens(text: str) -> int:
     """Tokens of a text without a tokenizer: about three characters a token, on the safe side."""

@@ -220,16 +220,17 @@ def evaluate(
     model = model or _scorer(run_cfg, cfg, task)
     setup = _setup(task, train, icm, test, info, run_cfg, cfg, model)
     labellings, label_cost = _labellings(setup, model, cfg, folder.path, note)
-    calls0, tokens0, t0 = model.calls, model.tokens, time.perf_counter()
-    methods, logodds = _score_all(setup, model, labellings, label_cost, cfg, note)
+    t0 = time.perf_counter()
+    with metered() as usage:
+        methods, logodds = _score_all(setup, model, labellings, label_cost, cfg, note)
     return {
         **_header(setup, folder.path, run_cfg, cfg),
         "search": _search_figures(folder.path),
         "methods": methods,
         "seed": cfg.seed,
         "bootstrap": cfg.bootstrap,
-        "model_calls": model.calls - calls0,
-        "tokens": model.tokens - tokens0,
+        "model_calls": usage.calls,
+        "tokens": usage.tokens,
         "seconds": round(time.perf_counter() - t0, 3),
         "predictions": [
             # the test claims all have gold (`_setup` keeps only those)
