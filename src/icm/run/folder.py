@@ -5,10 +5,13 @@
       .lock             held (flock) by the one process that works in the folder
       config.json       every option (reloads with RunConfig.from_json)
       plan.json         decided once: the batch split, and the fingerprints a resume checks
-      batches/NNN/      one batch: labels.jsonl and summary.json (its chains combined)
-        chain-C/        one search: state.json (the checkpoint), trace.jsonl, final.json
+      batches/NNN/      one batch (its chains are combined in memory, into the files below)
+        chain-C/        one search: state.json (the checkpoint, with its counters),
+                        trace.jsonl (one line per iteration and settling move), final.json
+                        (its labels, log-odds, U and counters; checked against state.json
+                        before a resume uses it)
       labels.jsonl      every input row with its ICM label, merged over the batches
-      summary.json
+      summary.json      the run's figures, each batch's under per_batch, and the warnings
 
 Everything else in a run folder is the user's: --overwrite removes only the names above (and
 the report and evaluation files icm writes there), never another file.
