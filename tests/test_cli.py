@@ -138,3 +138,37 @@ def test_install_hints_name_the_environment_running_icm():
     assert str(Path(sys.prefix).resolve()) in str(
         Path(out.stdout.split(" from ")[1].split()[0]).resolve()
     )
+
+
+def test_every_option_of_every_subcommand_comes_from_a_dataclass():
+    """No option is written by hand in the parser: each one is a field (with its help) of a
+    dataclass that the subcommand's options are read from."""
+    import argparse
+    import dataclasses
+
+    from icm import commands
+    from icm.cli import RUN_OPTIONS, parser
+    from icm.eval.icl import EvalConfig
+    from icm.train import TrainConfig
+    from icm.train.rlconfig import CompareConfig, RLConfig
+
+    sources = {
+        "run": [commands.RunCommand, *RUN_OPTIONS],
+        "demo": [commands.DemoCommand],
+        "tasks": [],
+        "eval": [commands.EvalCommand, EvalConfig],
+        "report": [commands.ReportCommand],
+        "export": [commands.ExportCommand],
+        "finetune": [commands.FinetuneCommand, TrainConfig],
+        "rl": [commands.RLCommand, RLConfig],
+        "compare": [commands.CompareCommand, CompareConfig],
+    }
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(sources)
+    for name, command in sub.choices.items():
+        known = {f.name: f for cls in sources[name] for f in dataclasses.fields(cls)}
+        for action in command._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.dest in known, f"icm {name}: {action.option_strings or action.dest}"
+            assert action.help and known[action.dest].metadata.get("help"), action.dest

@@ -10,6 +10,16 @@ from typing import Any, NoReturn
 
 from .backends import BACKENDS
 from .backends.options import ModelChoice
+from .commands import (
+    CompareCommand,
+    DemoCommand,
+    EvalCommand,
+    ExportCommand,
+    FinetuneCommand,
+    ReportCommand,
+    RLCommand,
+    RunCommand,
+)
 from .core.search import ALGORITHMS, SearchConfig
 from .errors import ConfigError, IcmError, pip_hint, printable
 from .options import flag, kind, resumable
@@ -97,6 +107,35 @@ def _add_fields(parser: Any, cls: type, skip: set[str] | None = None) -> None:
             default=argparse.SUPPRESS,
             help=meta["help"] + _default(meta["help"], default),
         )
+
+
+def _add_command(parser: Any, cls: type) -> None:
+    """A subcommand's own options (a dataclass of `commands.py`), with their defaults."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("positional"):
+            parser.add_argument(f.name, help=meta["help"])
+        elif kind(f) == "bool":
+            on = f.default is True
+            parser.add_argument(
+                flag(("no_" if on else "") + f.name),
+                dest=f.name,
+                action="store_false" if on else "store_true",
+                help=meta["off"] if on else meta["help"],
+            )
+        else:
+            k = kind(f)
+            choices = meta.get("choices")
+            parser.add_argument(
+                flag(f.name),
+                dest=f.name,
+                type=_number(int) if k == "int" else _number(float) if k == "float" else None,
+                choices=choices() if callable(choices) else choices,
+                required=meta.get("required", False),
+                default=None if meta.get("required") else f.default,
+                help=meta["help"],
+                **({"metavar": meta["metavar"]} if "metavar" in meta else {}),
+            )
 
 
 def _config(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
@@ -304,10 +343,7 @@ def _add_rl(sub) -> None:
     from .train.rlconfig import RLConfig
 
     r = sub.add_parser("rl", help="train a policy against a reward model (TRL GRPO or RLOO, LoRA)")
-    r.add_argument("--out", help="folder to write the policy (and its checkpoints) to")
-    r.add_argument("--resume", help="folder of a stopped `icm rl` to go on with")
-    r.add_argument("--overwrite", action="store_true", help="replace a folder icm trained before")
-    r.add_argument("--no-progress", dest="progress", action="store_false", help="no step lines")
+    _add_command(r, RLCommand)
     _add_fields(r, RLConfig)
     r.set_defaults(func=cmd_rl)
 
@@ -316,12 +352,7 @@ def _add_compare(sub) -> None:
     from .train.rlconfig import CompareConfig
 
     c = sub.add_parser("compare", help="two policies head to head: win rate under a judge")
-    c.add_argument("a", help="policy A (anything --model loads, e.g. an `icm rl` folder)")
-    c.add_argument("b", help="policy B, e.g. default (the base policy)")
-    c.add_argument(
-        "--out", required=True, help="folder for compare.json, .md, .png (a run folder is fine)"
-    )
-    c.add_argument("--overwrite", action="store_true", help="replace files icm did not write")
+    _add_command(c, CompareCommand)
     _add_fields(c, CompareConfig)
     c.set_defaults(func=cmd_compare)
 
@@ -334,22 +365,7 @@ def _add_run(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    r.add_argument("--out", help="run folder to create")
-    r.add_argument("--resume", help="run folder to continue")
-    r.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace a run folder icm made (only icm's files in it are removed)",
-    )
-    r.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    r.add_argument(
-        "--algorithm",
-        choices=list(ALGORITHMS),
-        default="default",
-        help="the search options to start from: default (zero-shot start, consistent moves, "
-        "polish; see the README) or paper (Algorithm 1 as published); "
-        "the search options below change either",
-    )
+    _add_command(r, RunCommand)
     added: set[str] = set()
     for cls in RUN_OPTIONS:
         title = (cls.__doc__ or cls.__name__).strip().split(". ")[0].splitlines()[0]
@@ -360,16 +376,7 @@ def _add_run(sub) -> None:
 def _add_demo(sub) -> None:
     """`icm demo` and `icm tasks`."""
     d = sub.add_parser("demo", help="run ICM on a small built-in data set with the default model")
-    d.add_argument("--out", default="runs/demo", help="run folder (default: runs/demo)")
-    d.add_argument("--model", default="default", help="model (default: embedded SmolLM2-135M)")
-    d.add_argument("--seed", type=_number(int), default=0, help="random seed (default: 0)")
-    d.add_argument(
-        "--score",
-        default="mean-logodds",
-        choices=("sum-logprob", "mean-logodds"),
-        help="sum-logprob or mean-logodds (default: mean-logodds, see the README)",
-    )
-    d.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    _add_command(d, DemoCommand)
     d.set_defaults(func=cmd_demo)
     t = sub.add_parser("tasks", help="list the built-in tasks")
     t.set_defaults(func=cmd_tasks)
@@ -380,37 +387,18 @@ def _add_eval(sub) -> None:
     from .eval.icl import EvalConfig
 
     e = sub.add_parser("eval", help="many-shot accuracy with ICM, gold, random and no labels")
-    e.add_argument("--run", required=True, help="run folder whose labels.jsonl gives the demos")
-    e.add_argument("--out", help="folder for eval.json, eval.md, eval.png (default: the run)")
-    e.add_argument("--overwrite", action="store_true", help="replace eval files icm did not write")
+    _add_command(e, EvalCommand)
     _add_fields(e, EvalConfig)
     e.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="one self-contained HTML page about a run")
-    rep.add_argument("run", help="run folder")
-    rep.add_argument("--out", help="HTML file to write (default: RUN/report.html)")
-    rep.add_argument("--overwrite", action="store_true", help="replace a file icm did not write")
+    _add_command(rep, ReportCommand)
     rep.set_defaults(func=cmd_report)
 
 
 def _add_export(sub) -> None:
     """`icm export`."""
-    from .export import FORMATS
-
     x = sub.add_parser("export", help="ICM labels as training data (TRL column names)")
-    x.add_argument("run", help="run folder")
-    x.add_argument("--format", required=True, choices=FORMATS, help="record layout")
-    x.add_argument(
-        "--out", required=True, help=".jsonl, .json, .csv, .parquet, else a datasets folder"
-    )
-    x.add_argument("--searched-only", action="store_true", help="only labels the search chose")
-    x.add_argument(
-        "--least-certain",
-        type=_number(int),
-        metavar="K",
-        help="with --format review: the K rows ICM is least sure of (default: all, least sure "
-        "first)",
-    )
-    x.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_command(x, ExportCommand)
     x.set_defaults(func=cmd_export)
 
 
@@ -419,14 +407,7 @@ def _add_finetune(sub) -> None:
     from .train import TrainConfig
 
     f = sub.add_parser("finetune", help="LoRA fine-tune the run's model on its ICM labels")
-    f.add_argument("run", help="run folder")
-    f.add_argument("--out", required=True, help="model folder to write (merged weights)")
-    f.add_argument("--reward-model", action="store_true", help="train a reward model on pairs")
-    f.add_argument("--model", help="base model (default: the run's model)")
-    f.add_argument("--searched-only", action="store_true", help="only labels the search chose")
-    f.add_argument(
-        "--overwrite", action="store_true", help="replace a model folder icm trained before"
-    )
+    _add_command(f, FinetuneCommand)
     _add_fields(f, TrainConfig)
     f.set_defaults(func=cmd_finetune, **dataclasses.asdict(TrainConfig()))
 
