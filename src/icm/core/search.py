@@ -7,10 +7,8 @@ always taken in data-set order, so the same labelling always makes the same prom
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,8 +16,9 @@ import numpy as np
 from .baselines import zero_shot_consistent
 from .consistency import Constraint, Structure, constraints, violations
 from .data import Example
-from .model import LabelModel, carry_meters
-from .score import SCORES, predictability, utility
+from .model import LabelModel
+from .objective import Evaluation, Objective
+from .score import SCORES
 
 CLOCKS = ("iteration", "accepted")
 INITS = ("random", "zero-shot")
@@ -132,16 +131,6 @@ ALGORITHMS: dict[str, Callable[..., SearchConfig]] = {
 
 
 @dataclass
-class Evaluation:
-    """U of one labelling, with its parts."""
-
-    utility: float
-    predictability: float
-    inconsistencies: int
-    terms: np.ndarray  # (n_labelled, 2), rows in data-set order of the labelled examples
-
-
-@dataclass
 class State:
     """Everything needed to continue a search exactly: saved after every iteration."""
 
@@ -221,99 +210,20 @@ class Search:
         self.fixed = dict(fixed or {})
         self.cons: list[Constraint] = constraints(rule, self.examples)
         self.structure = Structure(self.cons, len(self.examples), self.fixed)
-        self.ranks = self.orders_of(len(self.examples), self.cfg.orders)
-        self._memo: OrderedDict[tuple, Evaluation] = OrderedDict()
+        self.objective = Objective(
+            self.examples, model, self.cons, self.cfg.score, self.cfg.alpha, self.cfg.memo_size
+        )
+        self.objective.ranks = Objective.orders_of(len(self.examples), self.cfg.orders)
+        # U(D) and the model's predictions, as Algorithms 1 and 2 use them:
+        self.evaluate, self.evaluate_all = self.objective.evaluate, self.objective.evaluate_all
+        self.query, self.final_terms = self.objective.query, self.objective.final_terms
+        self.width = model.parallel
         self.rng = np.random.default_rng()
 
-    # -- U(D) ---------------------------------------------------------------------------------
-    @staticmethod
-    def _key(labels: Sequence[int]) -> tuple:
-        return tuple((i, y) for i, y in enumerate(labels) if y >= 0)
-
-    def _terms(self, labels: Sequence[int]) -> np.ndarray:
-        idx = [i for i, y in enumerate(labels) if y >= 0]
-        if not idx:
-            return np.zeros((0, 2))
-        out = np.zeros((len(idx), 2))
-        for rank in self.ranks:
-            order = sorted(range(len(idx)), key=lambda k: rank[idx[k]])
-            terms = self.model.loo_logprobs(
-                [self.examples[idx[k]].prompt for k in order], [labels[idx[k]] for k in order]
-            )
-            out[order] += terms
-        return out / len(self.ranks)
-
-    def query(self, labels: Sequence[int], queries: Sequence[int]) -> np.ndarray:
-        """[log P(False), log P(True)] of each example in `queries` after every labelled one
-        (except itself), averaged over the demonstration orders."""
-        out = np.zeros((len(queries), 2))
-        if not len(queries):
-            return out
-        ask = [self.examples[q].prompt for q in queries]
-        for rank in self.ranks:
-            idx = sorted((i for i, y in enumerate(labels) if y >= 0), key=lambda i: rank[i])
-            if len(queries) == 1:  # leave the example itself out of its own prompt
-                idx = [i for i in idx if i != queries[0]]
-            demos = [self.examples[i].prompt for i in idx]
-            out += self.model.query_logprobs(demos, [labels[i] for i in idx], ask)
-        return out / len(self.ranks)
-
-    def reordered(self, r: int) -> Search:
-        """The same search scoring U under order `r` alone (see `orders_of`)."""
-        other = Search(self.examples, self.model, "none", replace(self.cfg, orders=1), self.fixed)
-        other.cons, other.structure = self.cons, self.structure
-        other.ranks = [self.orders_of(len(self.examples), r + 1)[r]]
-        return other
-
-    @staticmethod
-    def orders_of(n: int, orders: int) -> list[list[float]]:
-        """Each order as a rank per example: the data-set order first (the paper's), then
-        fixed random orders (the same for every seed and chain: they define U, not the search)."""
-        ranks = [[float(i) for i in range(n)]]
-        for r in range(1, orders):
-            ranks.append([float(x) for x in np.random.default_rng([n, r]).permutation(n)])
-        return ranks
-
-    def evaluate(self, labels: Sequence[int], terms: np.ndarray | None = None) -> Evaluation:
-        """U of a labelling; a labelling already scored is not scored again."""
-        key = self._key(labels)
-        hit = self._memo.get(key)
-        if hit is not None:
-            self._memo.move_to_end(key)
-            return hit
-        ys = [y for y in labels if y >= 0]
-        terms = self._terms(labels) if terms is None else terms
-        p = predictability(terms, ys, self.cfg.score)
-        bad = len(violations(self.cons, labels))
-        ev = Evaluation(utility(p, bad, self.cfg.alpha), p, bad, terms)
-        self._memo[key] = ev
-        if len(self._memo) > self.cfg.memo_size:
-            self._memo.popitem(last=False)
-        return ev
-
-    def evaluate_all(self, candidates: Sequence[Sequence[int]]) -> list[Evaluation]:
-        """U of several labellings. Those not scored yet are scored at once when the model can
-        take several calls at once (its `parallel`, e.g. a server's streams): the
-        result is the same as one after the other."""
-        todo = list(
-            {self._key(c): c for c in candidates if self._key(c) not in self._memo}.values()
-        )
-        parallel = self.width
-        if parallel > 1 and len(todo) > 1:
-            with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
-                terms = list(pool.map(carry_meters(self._terms), todo))
-            for cand, t in zip(todo, terms, strict=True):
-                self.evaluate(cand, t)
-        return [self.evaluate(c) for c in candidates]
-
-    @property
-    def width(self) -> int:
-        """How many scoring calls the model takes at once (its `parallel`)."""
-        return self.model.parallel
-
-    def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
-        """[log P(False), log P(True)] of example `index` given every other labelled example."""
-        return self.query(labels, [index])[0]
+    # -- U(D) (objective.py) ------------------------------------------------------------------
+    def reordered(self, r: int) -> Objective:
+        """U under demonstration order `r` alone (see `Objective.orders_of`)."""
+        return self.objective.reordered(r)
 
     # -- Algorithm 2 --------------------------------------------------------------------------
     def consistency_fix(self, labels: list[int]) -> tuple[list[int], Evaluation, int]:
@@ -377,6 +287,10 @@ class Search:
             else:  # each new label with what the rule forces, so the start is consistent
                 labels = self.structure.move(labels, int(i), int(y)) or labels
         return labels
+
+    def predict(self, labels: Sequence[int], index: int) -> np.ndarray:
+        """[log P(False), log P(True)] of example `index` given every other labelled example."""
+        return self.query(labels, [index])[0]
 
     def zero_shot(self) -> list[int]:
         """Every example's zero-shot label (no demonstrations), decoded under the rule: the
@@ -461,15 +375,3 @@ class Search:
             state.polish_moves = 0  # more iterations: settle again after them
         while state.iteration < iterations:
             yield self.step(state)
-
-    def final_terms(self, labels: Sequence[int]) -> np.ndarray:
-        """[log P(False), log P(True)] for every example: labelled ones leave-one-out, the rest
-        given the whole labelled set."""
-        out = np.zeros((len(labels), 2))
-        idx = [i for i, y in enumerate(labels) if y >= 0]
-        if idx:
-            out[idx] = self.evaluate(labels).terms
-        rest = [i for i, y in enumerate(labels) if y < 0]
-        if rest:
-            out[rest] = self.query(labels, rest)
-        return out
