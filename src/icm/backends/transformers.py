@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from .loading import (
 )
 from .options import SCORERS, TransformersOptions
 from .packing import Packed, Sizes, default_pack
-from .tokens import followed, hf_head
+from .tokens import LocalPieces
 
 
 def label_token_ids(tokenizer, word: str) -> list[int]:
@@ -48,6 +49,21 @@ def label_token_ids(tokenizer, word: str) -> list[int]:
     if not ids:
         raise ModelError(f"label word {word!r} is not a single token for this tokenizer")
     return sorted(ids)
+
+
+@contextmanager
+def memory_errors(device: torch.device, what: str, lower: str) -> Iterator[None]:
+    """Running out of memory in a forward pass is one line that says what to lower (a CUDA
+    torch.OutOfMemoryError is a RuntimeError too)."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not any(m in str(e) for m in ("out of memory", "can't allocate memory")):
+            raise
+        raise ModelError(
+            f"out of memory on {device} running {what}: lower {lower}, or use a smaller --dtype "
+            "(bfloat16)"
+        ) from e
 
 
 class TransformersModel(LabelModel):
@@ -77,9 +93,9 @@ class TransformersModel(LabelModel):
             # Each divide-and-conquer branch crops the cache back, which a window that has
             # dropped old tokens cannot do: batches are cut to fit the window instead.
             self.max_context = self.window
-        self.prefix_ids = hf_head(tokenizer, self.fmt.prefix)
+        self.pieces = LocalPieces(tokenizer, self.fmt)
+        self.prefix_ids = self.pieces.prefix
         self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
-        self._ids: dict[tuple[str, int], list[int]] = {}
         self._checked = False
         # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
         params = inspect.signature(model.forward).parameters
@@ -123,45 +139,15 @@ class TransformersModel(LabelModel):
         return where
 
     # -- tokens -------------------------------------------------------------------------------
-    def _encode(self, text: str) -> list[int]:
-        return self.tok.encode(text, add_special_tokens=False) if text else []
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text alone (batching uses them to fit batches into the context)."""
-        if not texts:
-            return []
-        return [len(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
+        return self.pieces.counts(texts)
 
     def _piece(self, prompt: str, label: int) -> list[int]:
-        """Token ids of a demonstration (label 0/1) or of the bare query (label -1), memoised.
-
-        Pieces are tokenised on their own and concatenated, so the divide and conquer can reuse
-        them. A BPE tokeniser splits trailing white space by what follows it ("\n\n" alone is one
-        token, before a word two), so a piece that something follows is tokenised with a probe
-        letter after it, which is then dropped: the ids equal those of the whole prompt.
-        """
-        key = (prompt, label)
-        ids = self._ids.get(key)
-        if ids is None:
-            if label < 0:
-                ids = self._encode(prompt)
-            else:
-                ids = self._followed(self.fmt.demo(prompt, label))
-            self._ids[key] = ids
-        return ids
-
-    def _followed(self, text: str) -> list[int]:
-        return followed(text, self._encode, self.tok.decode)
+        return self.pieces.piece(prompt, label)
 
     def check_tokenisation(self, prompts: Sequence[str], labels: Sequence[int]) -> bool:
-        """Whether concatenated piece ids equal the ids of the whole prompt text for these
-        examples (the first example scored after the others)."""
-        demos = [self.fmt.demo(p, y) for p, y in zip(prompts[1:], labels[1:], strict=True)]
-        whole = self.tok(self.fmt.prefix + "".join(demos) + prompts[0]).input_ids
-        pieces = list(self.prefix_ids)
-        for p, y in zip(prompts[1:], labels[1:], strict=True):
-            pieces += self._piece(p, y)
-        return whole == pieces + self._piece(prompts[0], -1)
+        return self.pieces.joined_as_whole(prompts, labels)
 
     def _check_length(self, demos: Sequence[str], labels: Sequence[int], extra: int) -> None:
         total = len(self.prefix_ids) + extra
@@ -185,16 +171,9 @@ class TransformersModel(LabelModel):
     def _forward(self, ids: list[int], cache) -> torch.Tensor:
         """Run `ids` on top of `cache` (appending to it); the last position's logits."""
         x = torch.tensor([ids], device=self.device)
-        try:
+        with memory_errors(self.device, f"{len(ids)} tokens", "--batch-size or --context-tokens"):
             kw = {self._cache_arg: cache}
             out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **kw)
-        except RuntimeError as e:  # torch.OutOfMemoryError (CUDA) is one too
-            if not any(m in str(e) for m in ("out of memory", "can't allocate memory")):
-                raise
-            raise ModelError(
-                f"out of memory on {self.device} running {len(ids)} tokens: lower "
-                "--batch-size or --context-tokens, or use a smaller --dtype (bfloat16)"
-            ) from e
         charge(self, 1, len(ids))
         return out.logits[0, -1].float()
 
@@ -266,22 +245,17 @@ class TransformersModel(LabelModel):
         ids, mask, positions = tree.inputs(past, self.device, dtype)
         q, leaves = len(ids), tree.leaf_positions()
         kw = {self._cache_arg: cache}
+        lower = "--pack-tokens, --batch-size or --context-tokens"
         try:
-            result = self.model(
-                input_ids=ids[None],
-                attention_mask=mask[None, None],
-                position_ids=positions[None],
-                use_cache=True,
-                logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
-                **kw,
-            )
-        except RuntimeError as e:
-            if not any(m in str(e) for m in ("out of memory", "can't allocate memory")):
-                raise
-            raise ModelError(
-                f"out of memory on {self.device} running {q} packed tokens: lower --pack-tokens, "
-                "--batch-size or --context-tokens, or use a smaller --dtype (bfloat16)"
-            ) from e
+            with memory_errors(self.device, f"{q} packed tokens", lower):
+                result = self.model(
+                    input_ids=ids[None],
+                    attention_mask=mask[None, None],
+                    position_ids=positions[None],
+                    use_cache=True,
+                    logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
+                    **kw,
+                )
         finally:
             grown = cache.get_seq_length() - past
             if grown > 0:
