@@ -21,6 +21,10 @@ from pathlib import Path
 
 from .errors import DataError, LinkError
 
+TRAINED_META = "icm_train.json"
+"""Written into every folder icm trains (a model, a reward model, a policy): what it was trained
+from and how; a folder holding it is one icm may --overwrite."""
+
 MAX_BYTES = 1 << 30
 """The largest file icm reads (1 GiB): data sets are held in memory, and ICM labels thousands of
 claims, not millions."""

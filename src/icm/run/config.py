@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..backends.options import ModelChoice, OpenAIOptions, TransformersOptions, check_base_url
 from ..core.search import SearchConfig
 from ..errors import ConfigError
 from ..options import SEED_MAX, check, option
 from ..options import from_json as _from_json
+from ..train.config import TrainConfig
+
+
+def training(name: str, help: str) -> Any:
+    """A `TrainConfig` option as iterative ICM takes it: TrainConfig's default and bounds."""
+    f = next(f for f in dataclasses.fields(TrainConfig) if f.name == name)
+    return option(f.default, help, **{k: v for k, v in f.metadata.items() if k != "help"})
 
 
 @dataclass
@@ -42,10 +50,10 @@ class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
         "label batch j+1 with the model LoRA-fine-tuned on the ICM labels of batches "
         "1..j (needs --batch-size; models kept in batches/NNN/finetuned)",
     )
-    finetune_epochs: int = option(3, "iterative: epochs per fine-tune", min=1, max=10**6)
-    finetune_lr: float = option(2e-4, "iterative: LoRA learning rate", above=0, max=10)
-    finetune_max_steps: int | None = option(
-        None, "iterative: at most this many steps per fine-tune", min=1
+    finetune_epochs: int = training("epochs", "iterative: epochs per fine-tune")
+    finetune_lr: float = training("lr", "iterative: LoRA learning rate")
+    finetune_max_steps: int | None = training(
+        "max_steps", "iterative: at most this many steps per fine-tune"
     )
     chains: int = option(
         1,

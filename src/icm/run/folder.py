@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .. import files
 from ..errors import DataError, IcmError, LinkError, RunError
+from ..files import TRAINED_META
 from ..options import resumable
 from ..tasks import Dataset
 from .config import RunConfig
@@ -53,7 +54,6 @@ EXTRA_OUTPUTS += ("compare.json", "compare.md", "compare.png")
 
 
 MARKER_NOTE = "made by icm: --overwrite may replace the files icm wrote here"
-TRAINED_META = "icm_train.json"
 """In every model folder icm trains (`icm.train.META`)."""
 
 

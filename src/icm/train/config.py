@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..backends.options import DTYPES, threads_option, trust_option
+from ..files import TRAINED_META
 from ..options import SEED_MAX, option
-from ..run.folder import TRAINED_META
 
 META = TRAINED_META
 """Written into every trained folder: what it was trained from and how."""
