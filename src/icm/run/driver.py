@@ -37,14 +37,12 @@ from .folder import (
     RunFolder,
     input_files,
 )
-from .job import Job, read_state, review, search_job
+from .job import LATER, Job, read_state, review, search_job
 from .models import Models, OneModel
 from .plan import Prepared, prepare
 from .progress import Progress
 
 SUMMED = ("iterations", "accepted", "calls", "tokens", "cached_tokens", "seconds")
-COUNTED = ("scores", "approximate_scores")
-"""Counters a final.json written by an earlier version lacks (summed as 0)."""
 
 
 class Run:
@@ -232,7 +230,7 @@ class Run:
             "gold_available": int(sum(g is not None for g in data.gold)),
             **{k: sum(c[k] for c in chains) for k in SUMMED if k != "calls"},
             "model_calls": sum(c["calls"] for c in chains),
-            **{k: sum(c.get(k, 0) for c in chains) for k in COUNTED},
+            **{k: sum(c.get(k, 0) for c in chains) for k in LATER},
             "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
             "per_batch": summaries,
         }

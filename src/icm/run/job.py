@@ -33,7 +33,7 @@ from .progress import Progress
 COUNTERS = ("calls", "tokens", "cached_tokens", "scores", "approximate_scores")
 """Model work a search counts, kept in its checkpoint and final.json (with `seconds`)."""
 LATER = ("scores", "approximate_scores")
-"""Counters checkpoints written by earlier versions lack (read as 0)."""
+"""Counters a checkpoint or final.json written by an earlier version lacks (read as 0)."""
 
 
 @dataclass
@@ -238,9 +238,11 @@ def final_problem(final: object, state: State, job: Job, search: Search) -> str 
         type(y) is not int or (s >= 0 and y != s) for y, s in zip(labels, state.labels, strict=True)
     ):
         return "'final' must keep every label the search gave"
-    if not isinstance(logodds, list) or len(logodds) != n:
-        return f"'logodds' must hold {n} numbers"
-    if not all(not isinstance(x, bool) and isinstance(x, int | float) for x in logodds):
+    if not (
+        isinstance(logodds, list)
+        and len(logodds) == n
+        and all(not isinstance(x, bool) and isinstance(x, int | float) for x in logodds)
+    ):
         return f"'logodds' must hold {n} numbers"
     if not all(number(k) for k in ("utility", "best_utility", "predictability", "seconds")):
         return "'utility', 'best_utility', 'predictability' and 'seconds' must be numbers"
