@@ -1,7 +1,9 @@
 """Nothing lost: a killed run resumes to exactly the result of an uninterrupted one, a run folder is
 never clobbered by accident, and model faults end in one line that says what to change.
 
-Runs are tiny (4 TruthfulQA claims, 4 iterations) with the real default model.
+Runs are tiny (4 TruthfulQA claims, 4 iterations) with the real default model. They start from no
+labels (`--init random --initial 0`), so each of the 4 iterations labels a new claim and calls the
+model: a converged start would make later iterations instant and leave nothing to kill mid-search.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def config() -> RunConfig:
         iterations=ITERATIONS,
         threads=1,
         seed=3,
-        search=SearchConfig(initial=2),
+        search=SearchConfig(initial=0, init="random"),
     )
 
 
@@ -47,7 +49,7 @@ def cli_settings(cfg: RunConfig) -> list[str]:
     return [
         *("--task", cfg.task, "--data", cfg.data, "--limit", str(cfg.limit)),
         *("--iterations", str(cfg.iterations), "--seed", str(cfg.seed), "--threads", "1"),
-        *("--initial", str(cfg.search.initial), "--no-progress"),
+        *("--initial", str(cfg.search.initial), "--init", cfg.search.init, "--no-progress"),
     ]
 
 
@@ -71,6 +73,9 @@ def baseline(default_model, tmp_path_factory) -> Path:
 
 
 def test_sigkill_mid_search_then_resume_gives_the_same_labels_and_u(baseline, tmp_path):
+    trace = (baseline / CHAIN / "trace.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in trace]
+    assert not any(s.get("skipped") for s in steps[:ITERATIONS])  # each iteration calls the model
     run = tmp_path / "run"
     proc = subprocess.Popen([str(ICM), "run", *cli_settings(config()), "--out", str(run)])
     state = run / CHAIN / "state.json"
