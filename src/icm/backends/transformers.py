@@ -66,6 +66,71 @@ def memory_errors(device: torch.device, what: str, lower: str) -> Iterator[None]
         ) from e
 
 
+class Forward:
+    """Forward passes over a KV cache, each charged to `owner`: one sequence's last position, or a
+    packed tree's leaves; either way the two labels' log-probs (normalised over the two)."""
+
+    def __init__(self, model, label_ids: list[list[int]], owner: LabelModel) -> None:
+        self.model, self.label_ids, self.owner = model, label_ids, owner
+        # With a device map the inputs go where the embeddings are; layers move them on.
+        self.device = model.get_input_embeddings().weight.device
+        # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
+
+    def new_cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(config=self.model.config)
+
+    def labels(self, logits: torch.Tensor) -> np.ndarray:
+        logp = torch.log_softmax(logits, dim=-1)
+        mass = torch.stack([torch.logsumexp(logp[ids], dim=0) for ids in self.label_ids])
+        return (mass - torch.logsumexp(mass, dim=0)).cpu().double().numpy()
+
+    @torch.inference_mode()
+    def last(self, ids: list[int], cache) -> torch.Tensor:
+        """Run `ids` on top of `cache` (appending to it); the last position's logits."""
+        x = torch.tensor([ids], device=self.device)
+        with memory_errors(self.device, f"{len(ids)} tokens", "--batch-size or --context-tokens"):
+            kw = {self.cache_arg: cache}
+            out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **kw)
+        charge(self.owner, 1, len(ids))
+        return out.logits[0, -1].float()
+
+    def score(self, ids: list[int], cache=None) -> np.ndarray:
+        """The label log-probs after `ids` on top of `cache` (a fresh one when None)."""
+        return self.labels(self.last(ids, self.new_cache() if cache is None else cache))
+
+    @torch.inference_mode()
+    def packed(self, tree: Packed, cache) -> dict[int, np.ndarray]:
+        """Run a packed tree of segments on top of `cache` in one forward pass (then crop the
+        cache back); the label log-probs at each leaf's last position, by its index."""
+        past = cache.get_seq_length()
+        dtype = next(self.model.parameters()).dtype
+        ids, mask, positions = tree.inputs(past, self.device, dtype)
+        q, leaves = len(ids), tree.leaf_positions()
+        kw = {self.cache_arg: cache}
+        lower = "--pack-tokens, --batch-size or --context-tokens"
+        try:
+            with memory_errors(self.device, f"{q} packed tokens", lower):
+                result = self.model(
+                    input_ids=ids[None],
+                    attention_mask=mask[None, None],
+                    position_ids=positions[None],
+                    use_cache=True,
+                    logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
+                    **kw,
+                )
+        finally:
+            grown = cache.get_seq_length() - past
+            if grown > 0:
+                cache.crop(-grown)
+        charge(self.owner, 1, q)
+        logits = result.logits[0].float()
+        return {leaf: self.labels(logits[k]) for k, leaf in enumerate(leaves)}
+
+
 class TransformersModel(LabelModel):
     """A causal LM scored locally. Implements `icm.core.model.LabelModel`."""
 
@@ -84,8 +149,9 @@ class TransformersModel(LabelModel):
         self.tok = tokenizer
         self.fmt = fmt or PromptFormat()
         self.scorer = scorer
-        # With a device map the inputs go where the embeddings are; layers move them on.
-        self.device = model.get_input_embeddings().weight.device
+        self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
+        self.run = Forward(self.model, self.label_ids, self)
+        self.device = self.run.device
         self.pack_tokens = default_pack(self.device) if pack_tokens is None else pack_tokens
         self.max_context = max_context or model.config.to_dict().get("max_position_embeddings")
         self.window = sliding_window(model.config)
@@ -95,11 +161,7 @@ class TransformersModel(LabelModel):
             self.max_context = self.window
         self.pieces = LocalPieces(tokenizer, self.fmt)
         self.prefix_ids = self.pieces.prefix
-        self.label_ids = [label_token_ids(tokenizer, w) for w in self.fmt.label_words]
         self._checked = False
-        # transformers 5.x renames `past_key_values` to `cache`; use whichever this version takes.
-        params = inspect.signature(model.forward).parameters
-        self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.calls = self.tokens = self.cached_tokens = 0
         self.identity: dict[str, Any] = {
             "backend": "transformers",
@@ -166,27 +228,6 @@ class TransformersModel(LabelModel):
                 "with a longer context"
             )
 
-    # -- forward ------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def _forward(self, ids: list[int], cache) -> torch.Tensor:
-        """Run `ids` on top of `cache` (appending to it); the last position's logits."""
-        x = torch.tensor([ids], device=self.device)
-        with memory_errors(self.device, f"{len(ids)} tokens", "--batch-size or --context-tokens"):
-            kw = {self._cache_arg: cache}
-            out = self.model(input_ids=x, use_cache=True, logits_to_keep=1, **kw)
-        charge(self, 1, len(ids))
-        return out.logits[0, -1].float()
-
-    def _label_logprobs(self, logits: torch.Tensor) -> np.ndarray:
-        logp = torch.log_softmax(logits, dim=-1)
-        mass = torch.stack([torch.logsumexp(logp[ids], dim=0) for ids in self.label_ids])
-        return (mass - torch.logsumexp(mass, dim=0)).cpu().double().numpy()
-
-    def _new_cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.config)
-
     # -- LabelModel ---------------------------------------------------------------------------
     def loo_logprobs(self, prompts: Sequence[str], labels: Sequence[int]) -> np.ndarray:
         n = len(prompts)
@@ -207,7 +248,7 @@ class TransformersModel(LabelModel):
         query = [self._piece(p, -1) for p in prompts]
         if self.scorer == "naive":
             return self.naive_terms(prompts, labels, range(n))
-        cache = self._new_cache()
+        cache = self.run.new_cache()
         size = Sizes(demo, query)
 
         def rec(lo: int, hi: int, pending: list[int]) -> None:
@@ -215,12 +256,12 @@ class TransformersModel(LabelModel):
             if len(pending) + size(lo, hi) <= self.pack_tokens and hi - lo > 1:
                 tree = Packed(pending)
                 tree.loo(lo, hi, 0 if pending else -1, demo, query)
-                for i, logits in self._forward_packed(tree, cache).items():
-                    out[i] = self._label_logprobs(logits)
+                for i, scores in self.run.packed(tree, cache).items():
+                    out[i] = scores
                 return
             if hi - lo == 1:
                 ids = pending + query[lo]
-                out[lo] = self._label_logprobs(self._forward(ids, cache))
+                out[lo] = self.run.score(ids, cache)
                 cache.crop(-len(ids))
                 return
             mid = (lo + hi) // 2
@@ -229,40 +270,12 @@ class TransformersModel(LabelModel):
                 if b - a == 1:  # a leaf: fold the extension into its query's forward pass
                     rec(a, b, ext)
                 else:
-                    self._forward(ext, cache)
+                    self.run.last(ext, cache)
                     rec(a, b, [])
                     cache.crop(-len(ext))
 
         rec(0, n, list(self.prefix_ids))
         return out
-
-    @torch.inference_mode()
-    def _forward_packed(self, tree: Packed, cache) -> dict[int, torch.Tensor]:
-        """Run a packed tree of segments on top of `cache` in one forward pass (then crop the
-        cache back); the last-position logits of each leaf, by its index."""
-        past = cache.get_seq_length()
-        dtype = next(self.model.parameters()).dtype
-        ids, mask, positions = tree.inputs(past, self.device, dtype)
-        q, leaves = len(ids), tree.leaf_positions()
-        kw = {self._cache_arg: cache}
-        lower = "--pack-tokens, --batch-size or --context-tokens"
-        try:
-            with memory_errors(self.device, f"{q} packed tokens", lower):
-                result = self.model(
-                    input_ids=ids[None],
-                    attention_mask=mask[None, None],
-                    position_ids=positions[None],
-                    use_cache=True,
-                    logits_to_keep=torch.tensor(list(leaves.values()), device=self.device),
-                    **kw,
-                )
-        finally:
-            grown = cache.get_seq_length() - past
-            if grown > 0:
-                cache.crop(-grown)
-        charge(self, 1, q)
-        logits = result.logits[0].float()
-        return {leaf: logits[k] for k, leaf in enumerate(leaves)}
 
     def naive_terms(
         self, prompts: Sequence[str], labels: Sequence[int], indices: Sequence[int]
@@ -277,7 +290,7 @@ class TransformersModel(LabelModel):
                 + [t for j in orders[i] for t in demo[j]]
                 + self._piece(prompts[i], -1)
             )
-            out[k] = self._label_logprobs(self._forward(ids, self._new_cache()))
+            out[k] = self.run.score(ids)
         return out
 
     def query_logprobs(
@@ -292,18 +305,16 @@ class TransformersModel(LabelModel):
             context += self._piece(p, y)
         if len(queries) == 1 or self.scorer == "naive":
             for k, q in enumerate(queries):
-                out[k] = self._label_logprobs(
-                    self._forward(context + self._piece(q, -1), self._new_cache())
-                )
+                out[k] = self.run.score(context + self._piece(q, -1))
             return out
-        cache = self._new_cache()
+        cache = self.run.new_cache()
         if context:
-            self._forward(context, cache)
+            self.run.last(context, cache)
         k = 0
         while k < len(queries):
             ids = self._piece(queries[k], -1)
             if len(ids) * 2 > self.pack_tokens:  # one query at a time
-                out[k] = self._label_logprobs(self._forward(ids, cache))
+                out[k] = self.run.score(ids, cache)
                 cache.crop(-len(ids))
                 k += 1
                 continue
@@ -311,8 +322,8 @@ class TransformersModel(LabelModel):
             while k < len(queries) and used + len(self._piece(queries[k], -1)) <= self.pack_tokens:
                 used += len(tree.segments[tree.add(self._piece(queries[k], -1), -1, k)])
                 k += 1
-            for i, logits in self._forward_packed(tree, cache).items():
-                out[i] = self._label_logprobs(logits)
+            for i, scores in self.run.packed(tree, cache).items():
+                out[i] = scores
         return out
 
 
