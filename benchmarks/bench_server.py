@@ -39,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ICM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
 
+from icm.backends.answers import label_logprobs, top_logprobs  # noqa: E402
 from icm.backends.http import Abort  # noqa: E402
-from icm.backends.openai import OpenAIModel, label_logprobs, top_logprobs  # noqa: E402
+from icm.backends.openai import OpenAIModel  # noqa: E402
 from icm.core.model import charge  # noqa: E402
 from icm.core.search import Search, SearchConfig  # noqa: E402
 from icm.tasks import get_task  # noqa: E402
@@ -54,8 +55,8 @@ class Official(OpenAIModel):
     def _each(self, prompts: list[str]) -> np.ndarray:
         out, used = np.zeros((len(prompts), 2)), []
         for i, prompt in enumerate(prompts):
-            body = self._send((prompt,), Abort(), used)
-            out[i] = label_logprobs(top_logprobs(body), self.variants, self.k)
+            body = self.answers.send((prompt,), Abort(), used)
+            out[i] = label_logprobs(top_logprobs(body), self.answers.variants, self.answers.k)
         charge(self, len(used), sum(t for t, _ in used), sum(c for _, c in used))
         return out
 

@@ -511,7 +511,7 @@ def _legacy(*positions):
 
 
 def test_a_logprob_layout_that_does_not_match_the_request_is_refused():
-    from icm.backends.openai import top_logprobs
+    from icm.backends.answers import top_logprobs
     from icm.errors import ServerError
 
     one = {" True": -0.2, " False": -1.8}

@@ -9,8 +9,8 @@ import math
 
 import pytest
 
+from icm.backends.answers import label_logprobs, label_variants
 from icm.backends.named import NamedTokens, forced, missing_label
-from icm.backends.openai import label_logprobs, label_variants
 from icm.errors import ServerError
 
 VARIANTS = [label_variants(" False"), label_variants(" True")]

@@ -19,13 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icm.backends.openai import (
-    API_KEY_VARS,
-    OpenAIModel,
-    label_logprobs,
-    label_variants,
-    top_logprobs,
-)
+from icm.backends.answers import label_logprobs, label_variants, top_logprobs
+from icm.backends.openai import API_KEY_VARS, OpenAIModel
 from icm.backends.transformers import TransformersModel
 from icm.core.data import loo_orders
 from icm.errors import IcmError, ServerError

@@ -1,7 +1,7 @@
 """Label words a top-k answer left out, asked for by name.
 
 A server returns the next token's k most likely tokens. When every spelling of one label word
-ranks below them, that label's mass is only bounded (`openai.label_logprobs` uses the bound),
+ranks below them, that label's mass is only bounded (`answers.label_logprobs` uses the bound),
 so the score is an approximation. The OpenAI completions API has no "log-prob of token t"
 request, but it has `logit_bias`: a bias of +100 on t makes t the sampled token, and servers that
 report log-probs from the model's own distribution (llama.cpp; vLLM, whose default
