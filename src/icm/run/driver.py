@@ -214,47 +214,51 @@ class Run:
             for i, row in zip(idx, labelled, strict=True):
                 rows[i] = {**row, "icm_batch": b}
         files.write_jsonl(self.path / LABELS, rows)
-        summaries = [s for _, s in results]
-        chains = [c for s in summaries for c in s["per_chain"]]
-        final = [int(r["icm_label"]) for r in rows]
-        summary = {
-            "utility": sum(s["utility"] for s in summaries),
-            "inconsistencies": sum(s["inconsistencies"] for s in summaries),
-            "examples": len(data),
-            "batches": len(parts),
-            "chains": self.cfg.chains,
-            "searched": sum(s["searched"] for s in summaries),
-            "searched_share": sum(s["searched"] for s in summaries) / len(data),
-            "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
-            "agreement": agreement(final, data.gold),
-            "gold_available": int(sum(g is not None for g in data.gold)),
-            **{k: sum(c[k] for c in chains) for k in SUMMED if k != "calls"},
-            "model_calls": sum(c["calls"] for c in chains),
-            **{k: sum(c.get(k, 0) for c in chains) for k in LATER},
-            "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
-            "per_batch": summaries,
-        }
-        summary["seconds"] = round(summary["seconds"], 3)
-        if summary["tokens"]:
-            summary["cached_share"] = summary["cached_tokens"] / summary["tokens"]
-        if summary["scores"]:
-            summary["approximate_share"] = summary["approximate_scores"] / summary["scores"]
-        weights = [s["examples"] for s in summaries]
-        summary["zero_shot_true"] = float(
-            np.average([s["zero_shot_true"] for s in summaries], weights=weights)
-        )
-        if self.cfg.chains > 1:
-            summary["chain_agreement"] = float(
-                np.average([s["chain_agreement"] for s in summaries], weights=weights)
-            )
-            summary["chain_disagreement"] = float(
-                np.average([1 - s["unanimous"] for s in summaries], weights=weights)
-            )
-        summary |= overall(summaries)
+        summary = summarise(data, rows, [s for _, s in results], self.cfg.chains)
         summary["labelled_by"] = models.names(len(parts))
         summary["warnings"] = warnings(summary)
         files.write_json(self.path / SUMMARY, summary)
         return summary
+
+
+def summarise(data: Dataset, rows: list[dict], summaries: list[dict], chains: int) -> dict:
+    """One summary over the batches' summaries and the merged rows (labels in input order)."""
+    per_chain = [c for s in summaries for c in s["per_chain"]]
+    final = [int(r["icm_label"]) for r in rows]
+    summary = {
+        "utility": sum(s["utility"] for s in summaries),
+        "inconsistencies": sum(s["inconsistencies"] for s in summaries),
+        "examples": len(data),
+        "batches": len(summaries),
+        "chains": chains,
+        "searched": sum(s["searched"] for s in summaries),
+        "searched_share": sum(s["searched"] for s in summaries) / len(data),
+        "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
+        "agreement": agreement(final, data.gold),
+        "gold_available": int(sum(g is not None for g in data.gold)),
+        **{k: sum(c[k] for c in per_chain) for k in SUMMED if k != "calls"},
+        "model_calls": sum(c["calls"] for c in per_chain),
+        **{k: sum(c.get(k, 0) for c in per_chain) for k in LATER},
+        "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
+        "per_batch": summaries,
+    }
+    summary["seconds"] = round(summary["seconds"], 3)
+    if summary["tokens"]:
+        summary["cached_share"] = summary["cached_tokens"] / summary["tokens"]
+    if summary["scores"]:
+        summary["approximate_share"] = summary["approximate_scores"] / summary["scores"]
+    weights = [s["examples"] for s in summaries]
+    summary["zero_shot_true"] = float(
+        np.average([s["zero_shot_true"] for s in summaries], weights=weights)
+    )
+    if chains > 1:
+        summary["chain_agreement"] = float(
+            np.average([s["chain_agreement"] for s in summaries], weights=weights)
+        )
+        summary["chain_disagreement"] = float(
+            np.average([1 - s["unanimous"] for s in summaries], weights=weights)
+        )
+    return summary | overall(summaries)
 
 
 def overall(summaries: list[dict]) -> dict:
