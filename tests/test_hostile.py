@@ -182,6 +182,7 @@ BAD_OPTIONS = [
     (["--backend", "openai", "--base-url", "http://me:secret@127.0.0.1:1/v1"], "credentials"),
     (["--backend", "openai", "--base-url", "http://127.0.0.1:1/v1?api_key=x"], "credentials"),
     (["--backend", "openai"], "--base-url"),
+    (["--base-url", "http://127.0.0.1:1/v1"], "--backend openai"),
 ]
 
 

@@ -91,6 +91,11 @@ class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
             raise ConfigError(f"--tmin ({s.tmin}) must not exceed --t0 ({s.t0})")
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
+        if self.base_url and self.backend != "openai":
+            # Else the server would be silently ignored and the local model run instead.
+            raise ConfigError(
+                f"--base-url is for --backend openai, not {self.backend}: add --backend openai"
+            )
         if self.base_url:
             check_base_url(self.base_url)
         if self.iterative_finetune and self.backend != "transformers":
