@@ -3,7 +3,7 @@
 A backend is registered by name with its options dataclass and the module that builds it (in
 `options.py`, where `--backend` takes its choices from the registry); that module is imported
 only when the backend is used (the transformers one imports torch). A new backend is one module,
-one options dataclass and one `register` line.
+one options dataclass with its `register` line, and that dataclass among `RunConfig`'s bases.
 """
 
 from __future__ import annotations
