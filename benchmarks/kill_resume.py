@@ -45,7 +45,8 @@ def phase(folder: Path, total: int) -> str:
     done = json.loads((folder / CHAIN / "state.json").read_text())["iteration"]
     if done < total:
         return f"mid-search at iteration {done}/{total}"
-    return "after the end" if (folder / "summary.json").exists() else "while writing outputs"
+    done = (folder / "summary.json").exists()
+    return "after the end" if done else "after the search (its review, the outputs)"
 
 
 def check_files(folder: Path) -> list[str]:
@@ -91,6 +92,12 @@ def main() -> int:
     p.add_argument("--data", default=str(SHARED / "truthfulqa" / "train.json"))
     p.add_argument("--limit", type=int, default=4, help="rows (whole groups)")
     p.add_argument("--initial", type=int, default=2, help="K: random labels at the start")
+    p.add_argument(
+        "--init",
+        default="random",
+        help="the search's start; random (not the default zero-shot start, which may have "
+        "converged already and skip every iteration) so that kills land mid-search",
+    )
     p.add_argument("--iterations", type=int, default=8)
     p.add_argument("--seed", type=int, default=1, help="seed of the run and of the kill moments")
     p.add_argument("--keep", action="store_true", help="keep the run folders")
@@ -101,7 +108,8 @@ def main() -> int:
         return 2
     settings = [
         *("--task", args.task, "--data", args.data, "--limit", str(args.limit)),
-        *("--initial", str(args.initial), "--iterations", str(args.iterations)),
+        *("--initial", str(args.initial), "--init", args.init),
+        *("--iterations", str(args.iterations)),
         *("--seed", str(args.seed), "--threads", "1"),
     ]
     work = Path(tempfile.mkdtemp(prefix="icm-kill-"))
