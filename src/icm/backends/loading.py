@@ -4,8 +4,10 @@ the device, dtype and CPU threads they run with."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -91,10 +93,12 @@ def _convert(path: Path, tmp: Path, out: Path) -> None:
     quiet()
     print(f"icm: converting {path.name} once (about a minute); cached in {out}", file=sys.stderr)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        )
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        # transformers' GGUF reader draws a tqdm bar of its own that its logging cannot switch off
+        with contextlib.redirect_stderr(io.StringIO()):
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            )
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as e:  # noqa: BLE001 - any loader failure becomes one clear line
         raise ModelError(f"{path}: cannot read GGUF model: {e}") from e
     # Dequantised weights are plain fp32: drop the GGUF marker so save_pretrained accepts them.
