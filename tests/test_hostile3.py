@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 
@@ -524,3 +525,31 @@ def test_a_logprob_layout_that_does_not_match_the_request_is_refused():
     chat = {"content": [{"top_logprobs": [{"token": " True", "logprob": -0.1}] * 2}]}
     with pytest.raises(ServerError, match="some twice"):
         top_logprobs({"choices": [{"logprobs": chat}]}, k=5)
+    same_id = [
+        {"id": 7, "token": " True", "logprob": -0.1},
+        {"id": 7, "token": " True", "logprob": -2.0},
+    ]
+    with pytest.raises(ServerError, match="some twice"):
+        top_logprobs({"choices": [{"logprobs": {"content": [{"top_logprobs": same_id}]}}]}, k=5)
+
+
+def test_distinct_tokens_that_share_a_text_are_read_as_that_texts_mass():
+    """llama.cpp at a large top k lists byte pieces of one character, each decoding to " "."""
+    from icm.backends.answers import label_logprobs, top_logprobs
+
+    entries = [
+        {"id": 1, "token": " True", "bytes": [32, 84, 114, 117, 101], "logprob": math.log(0.5)},
+        {"id": 2, "token": " ", "bytes": [32], "logprob": math.log(0.2)},
+        {"id": 3, "token": " ", "bytes": [32, 195], "logprob": math.log(0.1)},
+        {
+            "id": 4,
+            "token": " False",
+            "bytes": [32, 70, 97, 108, 115, 101],
+            "logprob": math.log(0.1),
+        },
+        {"id": 5, "token": "True", "bytes": [84, 114, 117, 101], "logprob": math.log(0.1)},
+    ]
+    top = top_logprobs({"choices": [{"logprobs": {"content": [{"top_logprobs": entries}]}}]}, k=5)
+    assert len(top) == 5
+    false, true = label_logprobs(top, [{" False", "False"}, {" True", "True"}], k=5)
+    assert math.isclose(true - false, math.log(0.6 / 0.1))

@@ -145,6 +145,16 @@ def test_a_label_left_out_of_the_top_k_is_asked_for_by_name(server, task, prompt
     assert np.abs(lo_got - lo_ref).mean() < 0.15
 
 
+def test_a_wide_top_k_with_tokens_that_share_a_text_is_read(server, task, prompts):
+    """At k=200 llama.cpp lists byte pieces of one character that all decode to " ": distinct
+    tokens, not a broken layout, so the answer is read, with the score k=20 gives."""
+    ref = client(server, task, concurrency=1).query_logprobs([], [], prompts[:3])
+    wide = client(server, task, concurrency=1, top_logprobs=200)
+    got = wide.query_logprobs([], [], prompts[:3])
+    assert (wide.scores, wide.approximate_scores) == (3, 0)
+    np.testing.assert_allclose(got[:, 1] - got[:, 0], ref[:, 1] - ref[:, 0], atol=0.3)
+
+
 def test_no_label_in_top_k_is_a_clear_error(server, task):
     model = client(server, task, top_logprobs=1)
     with pytest.raises(ServerError, match="top 1 next tokens.*--max-logprobs"):

@@ -41,17 +41,22 @@ def top_logprobs(body: dict, k: int | None = None) -> list[tuple[str, float]]:
     Reads vLLM's and SGLang's legacy layout (`logprobs.top_logprobs[0]`, a dict token -> logprob)
     and llama.cpp's chat-style one (`logprobs.content[0].top_logprobs`, a list of
     `{id, token, bytes, logprob}`). The layout must be the one asked for: one generated
-    position, at most `k` tokens (and the sampled one), each once; anything else (the prompt's
-    positions echoed, more tokens than asked) would be read as the wrong distribution, and is
-    refused."""
+    position, at most `k` tokens (and the sampled one), each once (distinct tokens may share a
+    text, and then count as that text's mass); anything else (the prompt's positions echoed,
+    more tokens than asked) would be read as the wrong distribution, and is refused."""
     try:
         lp = body["choices"][0]["logprobs"]
         if lp.get("content"):
             positions = lp["content"]
-            top = [(e["token"], e["logprob"]) for e in positions[0]["top_logprobs"]]
+            entries = positions[0]["top_logprobs"]
+            top = [(e["token"], e["logprob"]) for e in entries]
+            # Distinct tokens may share a text (byte pieces of one character decode alike):
+            # a token is its id, else its bytes, else its text.
+            ids = [repr(e.get("id", e.get("bytes", e["token"]))) for e in entries]
         else:
             positions = lp["top_logprobs"]
             top = list(positions[0].items())
+            ids = [str(t) for t, _ in top]
         out = [(str(t), float(v)) for t, v in top if isinstance(v, int | float)]
         if not out or len(out) < len(top):
             raise ValueError("a log-prob that is not a number")
@@ -68,7 +73,7 @@ def top_logprobs(body: dict, k: int | None = None) -> list[tuple[str, float]]:
             "token was asked for (is it echoing the prompt?)"
         )
     # The legacy API may add the sampled token to the top k: up to k + 1 entries.
-    if (k is not None and len(out) > k + 1) or len({t for t, _ in out}) < len(out):
+    if (k is not None and len(out) > k + 1) or len(set(ids)) < len(ids):
         raise ServerError(
             f"the server's answer lists {len(out)} top tokens (some twice?) where {k} were "
             "asked for: not the layout of an OpenAI-compatible /completions answer"
