@@ -194,7 +194,7 @@ def v_config(cfg: SearchConfig, iterations: bool) -> Callable:
 
 def v_fewshot_polish(data, model, rule, seed, budget) -> list[int]:
     structure = Structure(constraints(rule, data.examples), len(data))
-    start = bootstrapped_fewshot(model, [ex.prompt for ex in data.examples], structure, 3)
+    start = bootstrapped_fewshot(model, [ex.prompt for ex in data.examples], structure, 3).labels
     return searched(POLISH, data, model, rule, seed, 0, start).state.labels
 
 
@@ -353,7 +353,9 @@ def one_seed(job: tuple[str, int, argparse.Namespace]) -> dict:
         labellings["zs+consistency"] = {"labels": zero_shot_consistent(model, prompts, structure)}
     labellings["zs+consistency"]["tokens"] = used.tokens
     with metered() as used:
-        labellings["bootstrap"] = {"labels": bootstrapped_fewshot(model, prompts, structure, 3)}
+        labellings["bootstrap"] = {
+            "labels": bootstrapped_fewshot(model, prompts, structure, 3).labels
+        }
     labellings["bootstrap"]["tokens"] = used.tokens
     order = np.random.default_rng(seed).permutation([k % 2 for k in range(len(train))])
     labellings["random"] = {"labels": [int(y) for y in order], "tokens": 0}

@@ -64,7 +64,15 @@ def test_corpus_is_complete():
     assert len(CASES) >= 25
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+def params(cases: list[dict]) -> list:
+    """The cases as parameters; one that loads the model is in the slow tier."""
+    return [
+        pytest.param(c, id=case_id(c), marks=[pytest.mark.slow] if c.get("model") else [])
+        for c in cases
+    ]
+
+
+@pytest.mark.parametrize("case", params(CASES))
 def test_bad_input_fails_before_the_run_folder_exists(case, tmp_path, request):
     if case.get("model"):
         request.getfixturevalue("default_model_converted")
@@ -85,7 +93,7 @@ UNTOUCHED = (
 )
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if case_id(c) in UNTOUCHED], ids=case_id)
+@pytest.mark.parametrize("case", params([c for c in CASES if case_id(c) in UNTOUCHED]))
 def test_bad_input_leaves_an_existing_run_untouched(case, tmp_path, request):
     """Even with --overwrite, a run is only replaced once the new input has been checked."""
     if case.get("model"):

@@ -132,3 +132,48 @@ def test_sampling_prefers_unlabelled_members_of_touched_groups():
     share = np.mean([p in (1, 2, 3) for p in picks])
     # weights: 3 x 100 vs 37 x 1 -> 300 / 337
     assert share == pytest.approx(300 / 337, abs=0.03)
+
+
+def test_paper_preset_is_the_papers_objective_and_constants():
+    cfg = SearchConfig.paper()
+    assert (cfg.score, cfg.alpha, cfg.t0, cfg.tmin, cfg.beta) == ("sum-logprob", 50, 10, 0.01, 0.99)
+    assert (cfg.initial, cfg.fix_steps, cfg.group_weight, cfg.clock) == (8, 10, 100, "iteration")
+    assert (cfg.init, cfg.moves, cfg.keep_best, cfg.polish) == ("random", "fix", False, False)
+    assert cfg.per_example == 1 and not cfg.fix_first  # n = 1..N, as Algorithm 1 states
+
+
+def test_official_preset_is_the_released_codes_configuration():
+    cfg = SearchConfig.official()
+    assert (cfg.score, cfg.alpha, cfg.clock, cfg.fix_first) == (
+        "mean-logodds",
+        30,
+        "accepted",
+        True,
+    )
+    assert cfg.per_example * 256 == 3000
+    # T = T0 / (1 + 2 log(1 + accepted flips)): the clock is accepted + 1
+    for flips in (0, 1, 5, 40):
+        assert temperature(flips + 1, cfg) == pytest.approx(10 / (1 + 2 * np.log(1 + flips)))
+
+
+def test_differences_name_only_what_a_preset_changes():
+    assert SearchConfig().differences() == {}
+    assert SearchConfig.paper(alpha=20.0).differences()["alpha"] == 20.0
+    assert "alpha" not in SearchConfig.paper(alpha=5.0).differences()
+    assert set(SearchConfig.official().differences()) >= {"alpha", "beta", "clock", "fix_first"}
+
+
+def test_first_fix_of_a_proposal_is_applied_even_when_it_lowers_u():
+    """Two claims with different answers, both True; the planted labelling wants both True so
+    every repair lowers U. ConsistencyFix keeps them; with `first_always` the best repair wins."""
+    examples = [Example("0", "a", "g", "x"), Example("1", "b", "g", "y")]
+    examples += [Example(str(i), f"c{i}", f"h{i}", None) for i in range(2, 6)]
+    planted = {"a": 1, "b": 1, "c2": 1, "c3": 0, "c4": 1, "c5": 0}
+    search = Search(examples, PlantedModel(planted, bias=6.0), "same-answer")
+    search.rng = np.random.default_rng(0)
+    start = [1, 1, 1, 0, 1, 0]
+    kept, ev, fixes = search.consistency_fix(list(start))
+    assert kept == start and fixes == 0 and ev.inconsistencies == 1
+    fixed, ev2, fixes2 = search.consistency_fix(list(start), first_always=True)
+    assert fixes2 >= 1 and ev2.inconsistencies == 0 and ev2.utility < ev.utility
+    assert fixed[:2] in ([0, 1], [1, 0], [0, 0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .core.search import ALGORITHMS
 from .options import option
+from .run.config import preset_differences
 
 PROGRESS = {"off": "no progress bar"}
 
@@ -34,9 +35,10 @@ class RunCommand:
     progress: bool = option(True, "the progress bar", **PROGRESS)
     algorithm: str = option(
         "default",
-        "the search options to start from: default (zero-shot start, consistent moves, "
-        "polish; see the README) or paper (Algorithm 1 as published); "
-        "the search options below change either",
+        "the options to start from (any option below changes them): default (zero-shot "
+        "start, consistent moves, polish; see the README); paper (Algorithms 1 and 2 with the "
+        f"paper's objective and constants: {preset_differences('paper')}); official (the "
+        f"authors' released code: {preset_differences('official')})",
         choices=tuple(ALGORITHMS),
     )
 

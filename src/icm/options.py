@@ -123,3 +123,8 @@ def from_json(cls: type, d: object, source: str) -> Any:
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from e
     return obj
+
+
+def options_of(cls: type, cfg: object) -> Any:
+    """The `cls` options (one of the dataclasses a config inherits) that `cfg` holds."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)})

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from ..core.data import PromptFormat
 from ..core.model import LabelModel
-from .options import BACKENDS, ModelChoice, options_of, register
+from ..options import options_of
+from .options import BACKENDS, ModelChoice, register
 
 
 def make_model(cfg: ModelChoice, fmt: PromptFormat) -> LabelModel:

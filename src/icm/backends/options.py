@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -140,11 +140,6 @@ class ModelChoice:
         "per request)",
         resumable=True,
     )
-
-
-def options_of(cls: type, cfg: object) -> object:
-    """The `cls` options (a dataclass above) a config holds."""
-    return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls)})
 
 
 def check_base_url(url: str) -> None:

@@ -109,23 +109,73 @@ class SearchConfig:
             "single and whole-group moves while one raises U"
         },
     )
+    fix_first: bool = field(
+        default=False,
+        metadata={
+            "help": "apply a proposal's first ConsistencyFix repair even when it lowers U (the "
+            "official code compares it with a placeholder score, so it always passes)"
+        },
+    )
+    per_example: float = field(
+        default=2.0,
+        metadata={
+            "help": "iterations per example of a batch when --iterations is not given (the "
+            "paper: 1, n = 1..N; the official code: 3000 for 256)",
+            "above": 0,
+            "max": 10**6,
+        },
+    )
 
     @classmethod
     def paper(cls, **kw) -> SearchConfig:
-        """Algorithm 1 and 2 as the paper states them: K random labels, flip + ConsistencyFix,
-        the last state, U in data-set order (`icm run --algorithm paper`)."""
-        opts: dict[str, Any] = {
-            "init": "random",
-            "moves": "fix",
-            "keep_best": False,
-            "polish": False,
-        } | {"orders": 1, **kw}
-        return cls(**opts)
+        """Algorithms 1 and 2 as the paper states them (`icm run --algorithm paper`): K = 8
+        random labels, flip + ConsistencyFix, the last state, U = 50 * sum of log-probs - I in
+        data-set order, T = 10 / (1 + 0.99 log n), n = 1..N."""
+        return cls(**(PAPER | kw))
 
+    @classmethod
+    def official(cls, **kw) -> SearchConfig:
+        """The configuration of the authors' released code (`icm run --algorithm official`):
+        as the paper, but U = 30 * mean log-odds - I, T = 10 / (1 + 2 log(1 + accepted
+        flips)), 3000 iterations for a batch of 256, and a proposal's first ConsistencyFix
+        repair applied unconditionally."""
+        return cls(**(OFFICIAL | kw))
+
+    def differences(self) -> dict[str, Any]:
+        """The options where this configuration differs from the default one."""
+        base = SearchConfig()
+        return {
+            k: v for k, v in self.__dict__.items() if getattr(base, k) != v and k != "memo_size"
+        }
+
+
+PAPER: dict[str, Any] = {
+    "init": "random",
+    "moves": "fix",
+    "keep_best": False,
+    "polish": False,
+    "orders": 1,
+    "score": "sum-logprob",
+    "alpha": 50.0,
+    "per_example": 1.0,
+}
+"""Algorithm 1 and 2 with the paper's objective and constants (its appendix A.1: T0 = 10, Tmin
+= 0.01, beta = 0.99, alpha starts at 50; K = 8; sampling weight 100; M = 10)."""
+OFFICIAL: dict[str, Any] = PAPER | {
+    "score": "mean-logodds",
+    "alpha": 30.0,
+    "clock": "accepted",
+    "beta": 2.0,
+    "per_example": 3000 / 256,
+    "fix_first": True,
+}
+"""The released code's defaults (alpha 30, K = 3000 at a batch of 256, the log schedule over
+accepted flips) on top of the paper's."""
 
 ALGORITHMS: dict[str, Callable[..., SearchConfig]] = {
     "default": SearchConfig,
     "paper": SearchConfig.paper,
+    "official": SearchConfig.official,
 }
 """Named starting points for the search options (`icm run --algorithm`)."""
 
@@ -226,16 +276,21 @@ class Search:
         return self.objective.reordered(r)
 
     # -- Algorithm 2 --------------------------------------------------------------------------
-    def consistency_fix(self, labels: list[int]) -> tuple[list[int], Evaluation, int]:
-        """Resolve inconsistent pairs while that raises U; returns labels, U, fixes applied."""
+    def consistency_fix(
+        self, labels: list[int], first_always: bool = False
+    ) -> tuple[list[int], Evaluation, int]:
+        """Resolve inconsistent pairs while that raises U; returns labels, U, fixes applied.
+        `first_always`: the first round's best repair is applied even if it lowers U."""
         current = self.evaluate(labels)
         fixes = 0
-        for _ in range(self.cfg.fix_steps):
+        for step in range(self.cfg.fix_steps):
             bad = violations(self.cons, labels)
             if not bad:
                 break
             c = bad[int(self.rng.integers(len(bad)))]
             best, best_ev = None, current
+            if first_always and step == 0:
+                best_ev = Evaluation(-math.inf, -math.inf, 0, current.terms)
             cands = []
             for a, b in c.allowed:
                 if self.fixed.get(c.i, a) != a or self.fixed.get(c.j, b) != b:
@@ -342,7 +397,7 @@ class Search:
             state.rng = self.rng.bit_generator.state
             return Step(n, t, i, y, prev, 0.0, False, True, state.utility, state.inconsistencies, 0)
         if self.cfg.moves == "fix":
-            proposal, ev, fixes = self.consistency_fix(proposal)
+            proposal, ev, fixes = self.consistency_fix(proposal, self.cfg.fix_first)
         else:
             ev, fixes = self.evaluate(proposal), 0
         delta = ev.utility - state.utility

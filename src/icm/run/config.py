@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.options import ModelChoice, OpenAIOptions, TransformersOptions, check_base_url
-from ..core.search import SearchConfig
+from ..core.search import ALGORITHMS, SearchConfig
 from ..errors import ConfigError
 from ..options import SEED_MAX, check, option
 from ..options import from_json as _from_json
+from ..tasks.readers import ReadOptions
 from ..train.config import TrainConfig
 
 
@@ -21,7 +22,7 @@ def training(name: str, help: str) -> Any:
 
 
 @dataclass
-class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
+class RunConfig(ReadOptions, OpenAIOptions, TransformersOptions, ModelChoice):
     """The data, its batches and chains.
 
     With the model and its backend's options (inherited from `icm.backends.options`) and the
@@ -30,7 +31,11 @@ class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
     task: str = option(
         "truthfulqa", "task name (see `icm tasks`) or a path to a custom task spec (.yaml/.json)"
     )
-    data: str = option("", "data file: a JSON list of objects or JSONL")
+    data: str = option(
+        "",
+        "the claims: a JSON, JSONL, CSV, TSV or Parquet file, a datasets folder (save_to_disk) "
+        "or hf:NAME[:SPLIT] from the local Hugging Face cache",
+    )
     limit: int | None = option(None, "use only the first whole groups, up to this many rows", min=2)
     iterations: int | None = option(
         None,
@@ -80,6 +85,11 @@ class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
         "CSV or JSONL of labels a person gave (column human_label, e.g. a filled-in `icm export "
         "--format review`): fixed, never flipped, shown as demonstrations",
     )
+    shuffle_groups: bool = option(
+        False,
+        "cut batches from the groups in a random order (seeded by --seed), as the official "
+        "code draws its batch, not in file order; labels.jsonl keeps the input order",
+    )
     seed: int = option(0, "random seed: same seed and model, same run", min=0, max=SEED_MAX)
     search: SearchConfig = field(default_factory=SearchConfig)
 
@@ -114,3 +124,31 @@ class RunConfig(OpenAIOptions, TransformersOptions, ModelChoice):
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from e
         return cfg
+
+
+PRESET_RUN: dict[str, dict[str, Any]] = {
+    "paper": {"batch_size": 256},
+    "official": {"batch_size": 256, "shuffle_groups": True},
+}
+"""The run options each `--algorithm` sets beside its search options (batches of 256 examples,
+which the official code draws as random groups)."""
+
+
+def preset(name: str) -> RunConfig:
+    """The configuration `icm run --algorithm NAME` starts from (see `ALGORITHMS`)."""
+    return RunConfig(search=ALGORITHMS[name](), **PRESET_RUN.get(name, {}))
+
+
+def preset_differences(name: str) -> str:
+    """What `--algorithm NAME` changes from the default, as flags: `--alpha 50, --init random`."""
+    cfg, base = preset(name), RunConfig()
+    changed = {k: v for k, v in PRESET_RUN.get(name, {}).items() if getattr(base, k) != v}
+    changed |= cfg.search.differences()
+    return " ".join(_flag(k, v) for k, v in changed.items())
+
+
+def _flag(name: str, v: object) -> str:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(v, bool):
+        return flag if v else "--no-" + flag[2:]
+    return f"{flag} {v:.5g}" if isinstance(v, float) else f"{flag} {v}"

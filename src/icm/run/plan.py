@@ -8,13 +8,17 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .. import files
 from ..backends import make_model
 from ..core.consistency import constraints, violations
 from ..core.model import LabelModel, token_costs, token_counts
 from ..errors import ConfigError, DataError
+from ..options import options_of
 from ..tasks import Dataset, Task, resolve_task
-from ..tasks.base import parse_label, read_rows
+from ..tasks.base import parse_label
+from ..tasks.readers import ReadOptions, read_rows
 from .config import RunConfig
 from .folder import (
     Plan,
@@ -27,7 +31,7 @@ def load_data(cfg: RunConfig) -> tuple[Task, Dataset]:
     task = resolve_task(cfg.task)
     if not cfg.data:
         raise ConfigError("no data file: pass --data FILE")
-    data = task.load(cfg.data)
+    data = task.load(cfg.data, options_of(ReadOptions, cfg))
     if cfg.limit is not None:
         data = data.first_groups(cfg.limit)
     if len(data) < 2:
@@ -59,9 +63,12 @@ def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
     groups: dict[object, list[int]] = {}
     for i, ex in enumerate(data.examples):
         groups.setdefault(ex.group_or(i), []).append(i)
+    order = list(groups.values())
+    if cfg.shuffle_groups:  # the official code's batch: groups drawn at random
+        order = [order[k] for k in np.random.default_rng([cfg.seed, 1]).permutation(len(order))]
     parts: list[list[int]] = [[]]
     used = 0
-    for members in groups.values():
+    for members in order:
         cost = sum(costs[i] for i in members)
         if parts[-1] and (len(parts[-1]) + len(members) > limit_rows or used + cost > room):
             parts.append([])
@@ -71,9 +78,9 @@ def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
     for k in [k for k, p in enumerate(parts) if len(p) == 1 and len(parts) > 1][::-1]:
         other = k - 1 if k else k + 1
         if sum(costs[i] for i in parts[other] + parts[k]) <= (budget or math.inf):
-            parts[min(k, other)] = sorted(parts[k] + parts[other])
+            parts[min(k, other)] = parts[k] + parts[other]
             del parts[max(k, other)]
-    return parts
+    return [sorted(p) for p in parts]  # each batch in file order
 
 
 def make_plan(

@@ -1,4 +1,4 @@
-"""The declarative task type, the data-file readers and row validation."""
+"""The declarative task type and row validation (the data readers: `readers.py`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import string
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-from .. import files
 from ..core.consistency import RULES, get_rule
 from ..core.data import Example, PromptFormat
 from ..errors import DataError
+from .readers import ReadOptions, json_type, read_rows
 
 KeyFn = Callable[[dict], Hashable | None]
 
@@ -91,12 +91,12 @@ class Task:
     def fields(self) -> list[str]:
         return [f for _, f, _, _ in string.Formatter().parse(self.template) if f]
 
-    def load(self, path: str | Path) -> Dataset:
-        path = Path(path)
-        rows, lines = read_rows(path)
+    def load(self, source: str | Path, read: ReadOptions | None = None) -> Dataset:
+        """The examples of a data file, a `datasets` folder or `hf:NAME` (see `readers`)."""
+        rows, lines = read_rows(source, read)
         if self.expand is not None:
-            rows, lines = self.expand(rows, lines, str(path))
-        data = self.build(rows, str(path), lines)
+            rows, lines = self.expand(rows, lines, str(source))
+        data = self.build(rows, str(source), lines)
         self.check_pairs(data)
         return data
 
@@ -248,44 +248,6 @@ def parse_label(v: object, source: str, r: int, name: str) -> int | None:
     if isinstance(v, str) and v.strip().lower() in ("true", "false", "0", "1"):
         return int(v.strip().lower() in ("true", "1"))
     raise DataError(f"{source}: row {r}: field {name!r} must be a binary label, got {_short(v)}")
-
-
-def json_type(v: object) -> str:
-    """The JSON name of a value's type, for messages about JSON files."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "text"
-    return "a list" if isinstance(v, list) else "an object" if isinstance(v, dict) else "?"
-
-
-def read_rows(path: Path) -> tuple[list[dict], list[int]]:
-    """A JSON list of objects or JSONL, as dicts with the row number of each (its line in JSONL);
-    bad files raise one-line DataErrors."""
-    text = files.read_text(path, "data file")
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
-    rows: list[Any]
-    if path.suffix == ".jsonl" or (not text.lstrip().startswith("[") and path.suffix != ".json"):
-        numbered = files.parse_jsonl(text, str(path), unit="row")
-        rows, lines = [v for _, v in numbered], [n for n, _ in numbered]
-    else:
-        try:
-            loaded = files.loads(text)
-        except ValueError as e:
-            raise DataError(f"{path}: invalid JSON: {e}") from e
-        if not isinstance(loaded, list):
-            raise DataError(f"{path}: expected a list of objects, got {json_type(loaded)}")
-        rows = loaded
-        lines = list(range(1, len(rows) + 1))
-    for row, r in zip(rows, lines, strict=True):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}: row {r}: expected an object, got {json_type(row)}")
-    return rows, lines
 
 
 _TASKS: dict[str, Task] = {}

@@ -19,7 +19,7 @@ from .. import files
 from ..errors import ConfigError, DataError
 from ..export.records import response_fields
 from ..tasks import Task
-from ..tasks.base import json_type, read_rows
+from ..tasks.readers import json_type, read_rows
 from .config import META
 
 DEFAULT_TEMPLATE = "{question}"
@@ -153,7 +153,7 @@ def load_prompts(path: str, template: str, limit: int | None = None) -> list[Pro
     """The distinct prompts of a file, in file order; one DataError line per bad row."""
     names = template_fields(template)
     seen: dict[str, Prompt] = {}
-    rows, lines = read_rows(Path(path))
+    rows, lines = read_rows(path)
     for row, r in zip(rows, lines, strict=True):
         p = make_prompt(row, template, names, path, r)
         seen.setdefault(p.text, p)
