@@ -1,18 +1,28 @@
 """Consistent moves, exact decoding, the end of a search (complete, repair, polish) and the
-concept test, under the deterministic stand-in scorer."""
+concept test, under the deterministic stand-in scorers."""
 
 import itertools
+from statistics import NormalDist
 
 import numpy as np
 import pytest
 
-from icm.core.concept import concept_test, null_labelling
+from icm.core.concept import (
+    ALPHA,
+    combine_tests,
+    concept_test,
+    null_labelling,
+    nulls_for,
+    predict,
+    t_quantile,
+    t_sf,
+)
 from icm.core.consistency import Structure, constraints, violations
 from icm.core.data import Example
 from icm.core.local import settle
 from icm.core.search import Search, SearchConfig
 
-from .standin import PlantedModel
+from .standin import NoiseModel, PlantedModel
 from .test_search import planted_set
 
 CONSISTENT = SearchConfig(init="zero-shot", moves="consistent", keep_best=True, polish=True)
@@ -142,16 +152,57 @@ def test_null_labellings_obey_the_rule_and_keep_the_count():
     assert [sum(null_labelling(flat, k, rng)) for k in (0, 7, 30)] == [0, 7, 30]
 
 
+def _fresh(search: Search):
+    return search.reordered(search.cfg.orders)
+
+
 def test_concept_test_tells_a_planted_concept_from_noise():
     examples, planted = planted_set(40)
     truth = [planted[e.prompt] for e in examples]
     rng = np.random.default_rng(0)
     held = Search(examples, PlantedModel(planted, weight=0.3, bias=0.0), "same-answer")
-    assert concept_test(held, truth, rng=rng)["holds"] is True
-    noise = PlantedModel({p: int(rng.integers(2)) for p in planted}, weight=0.0, bias=0.0)
-    flat = Search(examples, noise, "same-answer")
-    result = concept_test(flat, truth, rng=rng)
-    assert result["holds"] in (False, None)
+    result = concept_test(_fresh(held), held.structure, truth, rng)
+    assert result["verdict"] == "holds" and result["p"] < 0.001 and result["holds"] is True
+    assert result["samples"] == nulls_for(40) == 16 and "holds" in result["text"]
+    flat = Search(examples, NoiseModel(), "same-answer")
+    result = concept_test(_fresh(flat), flat.structure, truth, rng)
+    assert result["verdict"] in ("no concept", "too small to tell") and result["p"] > 0.05
+
+
+def test_a_labelling_with_no_concept_passes_at_the_stated_rate():
+    """Under a scorer where no labelling is special, a labelling drawn like the nulls gets
+    uniform p-values (the t with m - 1 degrees of freedom, not the normal quantile), so it
+    passes ALPHA of the time."""
+    pair = [("a", "b"), ("b", "a")]
+    examples = [Example(str(i), f"claim {i}", i // 2, pair[i % 2]) for i in range(12)]
+    search = Search(examples, NoiseModel(), "asymmetry")
+    rng = np.random.default_rng(1)
+    trials = 400
+    tests = []
+    for k in range(trials):
+        labels = null_labelling(search.structure, 6, rng)
+        tests.append(concept_test(search.reordered(k + 1), search.structure, labels, rng))
+    p = np.array([t["p"] for t in tests])
+    for level, within in ((0.05, 0.03), (0.25, 0.06), (0.5, 0.07)):  # 3.5 sds of the share
+        assert abs((p <= level).mean() - level) < within, level
+    assert np.mean([t["verdict"] == "holds" for t in tests]) <= ALPHA + 0.015
+
+
+def test_t_distribution_and_stouffer():
+    assert t_quantile(0.95, 7) == pytest.approx(1.894579, abs=1e-5)
+    assert t_sf(2.0, 10) == pytest.approx(0.036694, abs=1e-6)
+    assert t_sf(-1.0, 5) == pytest.approx(0.818391, abs=1e-6)
+    v = predict(5.0, np.array([0.0, 1.0, -1.0, 0.5, -0.5, 0.2, -0.2, 0.0]))
+    assert v.verdict == "holds" and v.samples == 8
+    small = "too small to tell"
+    tests = [{"p": 0.02, "effect": 2.2, "effect_upper": 4.2, "samples": 8, "verdict": small}] * 2
+    both = combine_tests(tests)  # neither batch alone, both together
+    assert both["p"] == pytest.approx(1 - NormalDist().cdf(2 * NormalDist().inv_cdf(0.98) / 2**0.5))
+    assert both["verdict"] == "holds" and both["batch_verdicts"]["too small to tell"] == 2
+    weak = [{"p": 0.4, "effect": 0.8, "effect_upper": 2.8, "samples": 8, "verdict": small}] * 4
+    none = combine_tests(weak)  # the interval narrows with the batches: below 2.5 sds
+    assert none["verdict"] == "no concept" and none["effect_upper"] == pytest.approx(0.8 + 1.0)
+    assert combine_tests([{"p": None, "verdict": small}])["verdict"] == small
 
 
 def test_no_iterations_means_the_zero_shot_start_settled(tmp_path):

@@ -38,9 +38,26 @@ def diagnosis_text(counts: dict[str, int] | None, batches: int) -> str:
     return "; ".join(f"{n} of {batches} batches: {DIAGNOSES[d]}" for d, n in counts.items())
 
 
+def fresh_text(fresh: dict | None, batches: int) -> str:
+    """The same comparison with gold under a demonstration order the search never saw: a
+    labelling that beats gold only under the search's own order was lucky in its order."""
+    if not fresh:
+        return ""
+    return (
+        f"under a fresh demonstration order, U of the labels found {fresh['utility']:.3f} and of "
+        f"the gold labelling {fresh['gold_utility']:.3f}: "
+        + diagnosis_text(fresh.get("diagnosis"), batches)
+    )
+
+
 def concept_text(concept: dict) -> str:
-    """The concept test in one phrase."""
-    z, bar = concept["z"], concept["bar"]
+    """The concept test in one phrase (a summary written before the verdict was recorded: its z
+    against the bar)."""
+    if concept.get("text"):
+        return str(concept["text"])
+    z, bar = concept.get("z"), concept.get("bar")
+    if z is None or bar is None:
+        return "not run"
     verdict = "clearly above them" if concept.get("holds") else f"not clearly (z <= {bar:.2f})"
     return (
         f"under a demonstration order the search never saw, U of the labels found lies {z:.1f} "
@@ -79,10 +96,17 @@ def warnings(summary: dict) -> list[str]:
             "consistency rule"
         )
     concept = summary.get("concept") or {}
-    if concept.get("holds") is False:
+    if concept.get("verdict") == "no concept" or (
+        "verdict" not in concept and concept.get("holds") is False
+    ):
         out.append(
             f"concept: {concept_text(concept)}; the model may not hold this concept: check "
             "labels by hand before training on them"
+        )
+    elif concept.get("verdict") == "too small to tell":
+        out.append(
+            f"concept: {concept_text(concept)}; whether the model holds this concept is not "
+            "known yet: check labels by hand, or label more claims per batch"
         )
     if summary.get("approximate_share", 0) > APPROXIMATE:
         out.append(
