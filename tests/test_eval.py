@@ -10,11 +10,9 @@ import pytest
 
 from icm import files
 from icm.cli import main
-from icm.core.search import SearchConfig
 from icm.eval import EvalConfig, auc, bootstrap_interval, evaluate, split_groups
 from icm.eval.icl import choose_demos, pgr
 from icm.run import Run
-from icm.run.config import RunConfig
 from icm.tasks import get_task
 
 from .conftest import shared
@@ -77,8 +75,10 @@ def test_bootstrapped_few_shot_recovers_a_planted_labelling_and_obeys_the_rule()
     pair = [("a", "b"), ("b", "a")]
     examples = [Example(str(i), p, i // 2, pair[i % 2]) for i, p in enumerate(prompts)]
     structure = Structure(constraints("asymmetry", examples), len(examples))
-    labels = bootstrapped_fewshot(model, prompts, structure, rounds=3)
+    boot = bootstrapped_fewshot(model, prompts, structure, rounds=3)
+    labels = boot.labels
     assert labels == [planted[p] for p in prompts]
+    assert boot.outcome == "converged" and "converged after" in boot.text()
     assert all(labels[2 * k] + labels[2 * k + 1] == 1 for k in range(6))
 
 
@@ -108,20 +108,9 @@ def test_split_by_group_is_deterministic_and_keeps_groups_whole():
 
 # -- the protocol with the real model -------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, default_model) -> Run:
-    """ICM on the first 8 TruthfulQA claims (2 questions), 2 iterations."""
-    data = shared(TQA)
-    cfg = RunConfig(
-        task="truthfulqa",
-        data=str(data),
-        limit=8,
-        iterations=2,
-        threads=1,
-        search=SearchConfig.paper(),
-    )
-    run = Run.create(cfg, tmp_path_factory.mktemp("run"))
-    run.execute(default_model)
-    return run
+def tiny_run(truthfulqa_run) -> Run:
+    """ICM on the first 8 TruthfulQA claims (2 questions), shared by the session."""
+    return truthfulqa_run
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +242,24 @@ def test_cli_eval_writes_json_markdown_and_chart(tiny_run, test_file, tmp_path, 
     assert "--test" in capsys.readouterr().err
     assert main(["eval", "--run", str(tmp_path), "--test", str(test_file)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_bootstrapped_few_shot_says_when_it_cycles():
+    """A model that predicts the opposite of every demonstration's label flips all labels each
+    round: the labels cycle between two labellings and never converge."""
+    from icm.core.baselines import bootstrapped_fewshot
+    from icm.core.consistency import Structure
+    from icm.core.model import LabelModel
+
+    class Contrary(LabelModel):
+        def loo_logprobs(self, prompts, labels):
+            return np.array([[0.0, -3.0] if y == 1 else [-3.0, 0.0] for y in labels])
+
+        def query_logprobs(self, demos, labels, queries):
+            return np.array([[-3.0, 0.0] if k % 2 else [0.0, -3.0] for k in range(len(queries))])
+
+    boot = bootstrapped_fewshot(Contrary(), [f"c{i}" for i in range(6)], Structure([], 6), 5)
+    assert boot.outcome == "cycle" and boot.period == 2 and boot.rounds == 2
+    assert "cycles between 2 labellings" in boot.text()
+    still = bootstrapped_fewshot(Contrary(), [f"c{i}" for i in range(6)], Structure([], 6), 1)
+    assert still.outcome == "stopped" and still.labels == [1, 0, 1, 0, 1, 0]

@@ -20,10 +20,10 @@ from .commands import (
     RLCommand,
     RunCommand,
 )
-from .core.search import ALGORITHMS, SearchConfig
+from .core.search import SearchConfig
 from .errors import ConfigError, IcmError, pip_hint, printable
 from .options import flag, kind, resumable
-from .run.config import RunConfig
+from .run.config import RunConfig, preset
 
 EPILOG = """quick start:
   icm demo                                     label a small built-in data set, compare with gold
@@ -96,6 +96,15 @@ def _add_fields(parser: Any, cls: type, skip: set[str] | None = None) -> None:
                 action="store_false" if on else "store_true",
                 default=argparse.SUPPRESS,
                 help=("turn off: " if on else "") + meta["help"],
+            )
+            continue
+        if k == "list":  # given once per value: --field a=b --field c=d
+            parser.add_argument(
+                flag(f.name),
+                dest=f.name,
+                action="append",
+                default=argparse.SUPPRESS,
+                help=meta["help"],
             )
             continue
         conv: Any = _number(int) if k == "int" else _number(float) if k == "float" else str
@@ -187,7 +196,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         if not args.out:
             raise ConfigError("pass --out FOLDER for a new run (or --resume FOLDER)")
-        cfg = _config(args, RunConfig(search=ALGORITHMS[args.algorithm]()))
+        cfg = _config(args, preset(args.algorithm))
         Run.check_new(cfg, args.out, args.overwrite)
         prepared = prepare(cfg)  # bad input fails before the run folder is created or touched
         run = Run.create(cfg, args.out, overwrite=args.overwrite)
@@ -211,12 +220,28 @@ def print_summary(s: dict, folder: Path) -> None:
         f"labels: {s['labels']['true']} True / {s['labels']['false']} False"
         + ("" if agree is None else f"  agreement with gold={agree:.3f}")
     )
-    cached = f" ({s['cached_share']:.0%} from the server's cache)" if s.get("cached_tokens") else ""
     chains = f"; chains agree on {s['chain_agreement']:.0%} of rows" if s["chains"] > 1 else ""
     print(
         f"searched {s['searched_share']:.0%} of {s['examples']} examples{chains}; "
-        f"{s['iterations']} iterations, {s['model_calls']} model calls, {s['tokens']} tokens"
-        f"{cached}, {s['seconds']:.1f} s -> {folder}/labels.jsonl"
+        f"{s['iterations']} iterations"
+    )
+    if s.get("concept", {}).get("text"):
+        print(f"concept test: {s['concept']['text']}")
+    print(f"{cost_text(s)} -> {folder}/labels.jsonl")
+
+
+def cost_text(s: dict) -> str:
+    """What a run spent: the search, the review and both, with the wall time."""
+    c = s["cost"]
+    cached = f" ({s['cached_share']:.0%} from the server's cache)" if s.get("cached_tokens") else ""
+
+    def part(name: str) -> str:
+        p = c[name]
+        return f"{name} {p['calls']} calls, {p['tokens']} tokens, {p['seconds']:.1f} s"
+
+    return (
+        f"cost: {part('search')}; {part('review')}; {part('total')}{cached}; "
+        f"wall {s['wall_seconds']:.1f} s"
     )
 
 

@@ -118,7 +118,7 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
 def headline(summary: dict, result: dict) -> str:
     """ICM's agreement with gold beside the cheapest baseline's, each with its cost."""
     zs = result["methods"]["zs-consistency"]
-    icm_cost = summary["model_calls"] + summary.get("review_calls", 0)
+    icm_cost = summary["model_calls"]  # the search's and the review's
     return (
         f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims "
         f"({icm_cost} model calls); zero-shot + consistency, the cheapest baseline, on "
@@ -151,6 +151,7 @@ def main(args: argparse.Namespace) -> int:
     written = write(result, out)
     m = result["methods"]
     print(headline(summary, result))
+    print(f"concept test: {summary['concept']['text']}")
     print(
         f"held-out accuracy, {result['test_claims']} claims, "
         f"{result['demos']['count']} demonstrations labelled by:"

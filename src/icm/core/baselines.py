@@ -10,6 +10,7 @@ example; ICM's search has to beat them to be worth its price.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,16 +30,41 @@ def zero_shot_consistent(
     return structure.decode(margin)
 
 
+@dataclass
+class Bootstrapped:
+    """Bootstrapped few-shot labels, and how the rounds ended."""
+
+    labels: list[int]
+    rounds: int
+    """Leave-one-out relabellings made."""
+    outcome: str
+    """converged: a round changed nothing. cycle: a round gave back an earlier labelling (the
+    labels flip between `period` labellings and never settle; the last one is kept). stopped:
+    still changing when the rounds ran out."""
+    period: int = 0
+
+    def text(self) -> str:
+        if self.outcome == "converged":
+            return f"converged after {self.rounds} rounds"
+        if self.outcome == "cycle":
+            return f"cycles between {self.period} labellings (stopped at round {self.rounds})"
+        return f"still changing after {self.rounds} rounds"
+
+
 def bootstrapped_fewshot(
     model: LabelModel, prompts: Sequence[str], structure: Structure, rounds: int
-) -> list[int]:
+) -> Bootstrapped:
     """Zero-shot + consistency, then up to `rounds` leave-one-out relabellings under the rule,
-    until nothing changes."""
+    until nothing changes or the labels come back to an earlier labelling (a cycle)."""
     labels = zero_shot_consistent(model, prompts, structure)
-    for _ in range(rounds):
+    seen = [labels]
+    for k in range(1, rounds + 1):
         lp = model.loo_logprobs(prompts, labels)
         new = structure.decode(lp[:, 1] - lp[:, 0])
         if new == labels:
-            break
+            return Bootstrapped(labels, k, "converged")
+        if new in seen:
+            return Bootstrapped(new, k, "cycle", len(seen) - seen.index(new))
+        seen.append(new)
         labels = new
-    return labels
+    return Bootstrapped(labels, rounds, "stopped")

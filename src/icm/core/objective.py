@@ -82,15 +82,16 @@ class Objective:
 
     def query(self, labels: Sequence[int], queries: Sequence[int]) -> np.ndarray:
         """[log P(False), log P(True)] of each example in `queries` after every labelled one
-        (except itself), averaged over the demonstration orders."""
+        that is not queried (no query sees its own label, or another's), averaged over the
+        demonstration orders."""
         out = np.zeros((len(queries), 2))
         if not len(queries):
             return out
         ask = [self.examples[q].prompt for q in queries]
+        asked = set(queries)
         for rank in self.ranks:
-            idx = sorted((i for i, y in enumerate(labels) if y >= 0), key=lambda i: rank[i])
-            if len(queries) == 1:  # leave the example itself out of its own prompt
-                idx = [i for i in idx if i != queries[0]]
+            labelled = (i for i, y in enumerate(labels) if y >= 0 and i not in asked)
+            idx = sorted(labelled, key=lambda i: rank[i])
             demos = [self.examples[i].prompt for i in idx]
             out += self.model.query_logprobs(demos, [labels[i] for i in idx], ask)
         return out / len(self.ranks)

@@ -28,7 +28,7 @@ from ..core.consistency import Structure, constraints, get_rule
 from ..core.model import LabelModel, metered, token_costs
 from ..errors import ContextLengthError, IcmError, RunError
 from ..options import SEED_MAX, check, option
-from ..run.checks import concept_text, diagnosis_text
+from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
 from ..tasks import Dataset, Task, resolve_task
@@ -320,10 +320,14 @@ def _labellings(
     if cfg.fewshot_rounds:
         note(f"bootstrapped few-shot: labelling the {len(demos)} demonstrations")
         with metered() as used:
-            labellings["bootstrap"] = bootstrapped_fewshot(
-                model, prompts, structure, cfg.fewshot_rounds
-            )
-        cost["bootstrap"] = {"model_calls": used.calls, "tokens": used.tokens}
+            boot = bootstrapped_fewshot(model, prompts, structure, cfg.fewshot_rounds)
+        labellings["bootstrap"] = boot.labels
+        cost["bootstrap"] = {
+            "model_calls": used.calls,
+            "tokens": used.tokens,
+            "outcome": boot.outcome,
+            "rounds_text": boot.text(),
+        }
     return labellings, cost
 
 
@@ -456,7 +460,7 @@ def _search_figures(run: Path) -> dict | None:
         return None
     if not isinstance(summary, dict):
         return None
-    keys = ("utility", "gold_utility", "diagnosis", "concept", "batches")
+    keys = ("utility", "gold_utility", "diagnosis", "fresh_order", "concept", "batches")
     return {k: summary.get(k) for k in keys}
 
 
@@ -513,6 +517,9 @@ def markdown(result: dict) -> str:
         )
     if d.get("dropped_overlap"):
         lines += ["", overlap_text(result)]
+    boot = result["methods"].get("bootstrap", {}).get("label_cost") or {}
+    if boot.get("rounds_text"):
+        lines += ["", f"Bootstrapped few-shot {boot['rounds_text']}."]
     lines += [
         "",
         "PGR: (method - zero-shot) / (gold - zero-shot), the share of the gap to gold labels a "
@@ -541,9 +548,11 @@ def search_text(search: dict | None) -> str | None:
             f"{search['gold_utility']:.3f}: "
             + diagnosis_text(search.get("diagnosis"), search.get("batches") or 1)
         )
+    if fresh := fresh_text(search.get("fresh_order"), search.get("batches") or 1):
+        parts.append(fresh)
     concept = search.get("concept")
-    if concept and concept.get("z") is not None:
-        parts.append(concept_text(concept))
+    if concept:
+        parts.append("concept test: " + concept_text(concept))
     return "Search: " + "; ".join(parts) + "." if parts else None
 
 

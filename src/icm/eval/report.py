@@ -14,7 +14,7 @@ from typing import cast
 
 from .. import files
 from ..errors import IcmError
-from ..run.checks import concept_text, diagnosis_text
+from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.plan import load_data
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
@@ -187,6 +187,7 @@ def _cards(summary: dict | None, traces: dict) -> str:
             ("model calls", summary.get("model_calls")),
             ("tokens", summary.get("tokens")),
             ("seconds", summary.get("seconds")),
+            *_cost_cards(summary.get("cost"), summary.get("wall_seconds")),
         ]
         if summary.get("chains", 1) > 1:
             cards.insert(4, ("chain agreement", f"{summary['chain_agreement']:.0%}"))
@@ -205,10 +206,23 @@ def _cards(summary: dict | None, traces: dict) -> str:
         ]
     parts = ['<h2>Summary</h2><div class="cards">']
     for name, value in cards:
-        digits = {"U": 2, "seconds": 1}.get(name, 3)
+        digits = 1 if "seconds" in name else {"U": 2}.get(name, 3)
         shown = _num(value, digits) if not isinstance(value, str) else escape(value)
         parts.append(f'<div class="card"><b>{shown}</b><span>{escape(name)}</span></div>')
     return "\n".join([*parts, "</div>"])
+
+
+def _cost_cards(cost: dict | None, wall: float | None) -> list[tuple[str, object]]:
+    """The search's and the review's share of what the run spent (the cards above are the sum),
+    and the wall time; none for a summary written before they were recorded."""
+    if not isinstance(cost, dict):
+        return []
+    cards: list[tuple[str, object]] = []
+    for part in ("search", "review"):
+        p = cost.get(part) or {}
+        cards.append((f"{part}: calls / tokens", f"{p.get('calls')} / {p.get('tokens')}"))
+        cards.append((f"{part}: seconds", p.get("seconds")))
+    return [*cards, ("wall seconds", wall)] if wall is not None else cards
 
 
 def _balance(labels: list[dict]) -> str:
@@ -243,10 +257,16 @@ def _search_verdict(summary: dict) -> str:
     if summary.get("gold_utility") is not None:
         verdict = diagnosis_text(summary.get("diagnosis"), summary.get("batches", 1))
         lines.append(f"U of the gold labelling: {summary['gold_utility']:.3f}: {verdict}")
+    if text := fresh_text(summary.get("fresh_order"), summary.get("batches", 1)):
+        lines.append(text)
     concept = summary.get("concept") or {}
-    if concept.get("z") is not None:
-        held = f"{concept['batches_holding']} of {concept['batches']} batch(es) pass"
-        lines.append(f"Concept test: {concept_text(concept)} ({held}).")
+    if concept:
+        counts = concept.get("batch_verdicts") or {}
+        each = ", ".join(f"{v}: {n}" for v, n in counts.items() if n)
+        lines.append(
+            f"Concept test: {concept_text(concept)}"
+            + (f" (batches: {each})." if each and concept.get("batches", 1) > 1 else ".")
+        )
     items = "".join(f"<li>{escape(x)}</li>" for x in lines)
     return f"<h2>Search against objective</h2><ul>{items}</ul>"
 

@@ -20,16 +20,19 @@ def combine(
     chains of the probability (sigmoid of the log-odds) that chain gives the row's label, which
     is low where chains disagree and where they agree weakly.
 
-    best-u: the labels of the chain with the highest U, the objective ICM maximises (restarts of
-    one search). vote: each row's majority (ties: the best chain), made consistent again."""
-    best = max(range(len(finals)), key=lambda k: finals[k]["utility"])
+    best-u: the labels of the chain whose final labels (complete and consistent) have the
+    highest U, the objective ICM maximises (restarts of one search). vote: each row's majority
+    (ties: the best chain), made consistent again."""
+    best = max(range(len(finals)), key=lambda k: final_utility(finals[k]))
     votes = np.array([f["final"] for f in finals])  # (chains, rows)
     logodds = np.array([f["logodds"] for f in finals])
     if rule == "vote":
         share = votes.mean(axis=0)
         labels = [int(s > 0.5) if s != 0.5 else votes[best][i] for i, s in enumerate(share)]
-        margin = (2 * np.array(labels) - 1) * (2 * confidence(labels, logodds) - 1)  # > 0: True
-        labels = Structure(cons, len(labels), fixed).decode(margin)
+        # > 0: True. The majority's side, by how many chains gave it, then by their confidence
+        # (which alone could be below 1/2 and turn a majority over where no rule asks it).
+        strength = np.abs(2 * share - 1) + 1e-3 * confidence(labels, logodds)
+        labels = Structure(cons, len(labels), fixed).decode((2 * np.array(labels) - 1) * strength)
         searched = [all(f["labels"][i] >= 0 for f in finals) for i in range(len(labels))]
         shown = logodds.mean(axis=0)
     else:
@@ -52,6 +55,12 @@ def combine(
         )
     ]
     return rows, batch_summary(finals, data, cons, labels, searched, best)
+
+
+def final_utility(final: dict) -> float:
+    """U of a chain's final labels (a final.json from before it was recorded: U of the labels
+    its search chose, the same for a search that labelled every example)."""
+    return final.get("final_utility", final["utility"])
 
 
 def confidence(labels: list[int], logodds: np.ndarray) -> np.ndarray:
@@ -86,7 +95,7 @@ def batch_summary(
         "best_chain": best,
         "chain_agreement": float(np.mean(pairwise)) if pairwise else 1.0,
         "unanimous": float((agree == 1).mean()),
-        "utility": finals[best]["utility"],
+        "utility": final_utility(finals[best]),
         "per_chain": [
             {k: v for k, v in f.items() if k not in ("labels", "final", "logodds")}
             | {"searched": int(sum(y >= 0 for y in f["labels"]))}

@@ -11,7 +11,9 @@ batches before it.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import files
+from ..core.concept import combine_tests
 from ..core.consistency import constraints
 from ..core.model import LabelModel
 from ..core.search import Search
@@ -41,8 +44,6 @@ from .job import LATER, Job, read_state, review, search_job
 from .models import Models, OneModel
 from .plan import Prepared, prepare
 from .progress import Progress
-
-SUMMED = ("iterations", "accepted", "calls", "tokens", "cached_tokens", "seconds")
 
 
 class Run:
@@ -73,9 +74,9 @@ class Run:
         return cls(folder, folder.read_config())
 
     def iterations(self, data: Dataset, parts: list[list[int]]) -> list[int]:
-        """Search iterations of each batch: --iterations, else twice its rows."""
-        given = self.cfg.iterations
-        return [2 * len(p) if given is None else given for p in parts]
+        """Search iterations of each batch: --iterations, else --per-example times its rows."""
+        given, per = self.cfg.iterations, self.cfg.search.per_example
+        return [math.ceil(per * len(p)) if given is None else given for p in parts]
 
     def done(self) -> int:
         """The most iterations any search of this run has checkpointed."""
@@ -101,6 +102,7 @@ class Run:
         it creates the folder); else they are prepared here, with `model` (or the first of
         `models`, or the model the config names)."""
         progress = progress or Progress()
+        self.t0 = time.perf_counter()
         self.folder.lock()
         try:
             files.sweep(self.path)
@@ -215,6 +217,7 @@ class Run:
                 rows[i] = {**row, "icm_batch": b}
         files.write_jsonl(self.path / LABELS, rows)
         summary = summarise(data, rows, [s for _, s in results], self.cfg.chains)
+        summary["wall_seconds"] = round(time.perf_counter() - self.t0, 3)
         summary["labelled_by"] = models.names(len(parts))
         summary["warnings"] = warnings(summary)
         files.write_json(self.path / SUMMARY, summary)
@@ -225,6 +228,7 @@ def summarise(data: Dataset, rows: list[dict], summaries: list[dict], chains: in
     """One summary over the batches' summaries and the merged rows (labels in input order)."""
     per_chain = [c for s in summaries for c in s["per_chain"]]
     final = [int(r["icm_label"]) for r in rows]
+    cost = costs(per_chain, [s["review_cost"] for s in summaries])
     summary = {
         "utility": sum(s["utility"] for s in summaries),
         "inconsistencies": sum(s["inconsistencies"] for s in summaries),
@@ -236,13 +240,15 @@ def summarise(data: Dataset, rows: list[dict], summaries: list[dict], chains: in
         "labels": {"true": int(sum(final)), "false": int(len(final) - sum(final))},
         "agreement": agreement(final, data.gold),
         "gold_available": int(sum(g is not None for g in data.gold)),
-        **{k: sum(c[k] for c in per_chain) for k in SUMMED if k != "calls"},
-        "model_calls": sum(c["calls"] for c in per_chain),
+        **{k: sum(c[k] for c in per_chain) for k in ("iterations", "accepted")},
+        "cost": cost,
+        # What was spent in all (the search's and the review's, apart in `cost`):
+        "model_calls": cost["total"]["calls"],
+        **{k: cost["total"][k] for k in ("tokens", "cached_tokens", "seconds")},
         **{k: sum(c.get(k, 0) for c in per_chain) for k in LATER},
         "mean_abs_logodds": float(np.mean([abs(r["icm_logodds"]) for r in rows])),
         "per_batch": summaries,
     }
-    summary["seconds"] = round(summary["seconds"], 3)
     if summary["tokens"]:
         summary["cached_share"] = summary["cached_tokens"] / summary["tokens"]
     if summary["scores"]:
@@ -261,27 +267,45 @@ def summarise(data: Dataset, rows: list[dict], summaries: list[dict], chains: in
     return summary | overall(summaries)
 
 
+COST = ("calls", "tokens", "cached_tokens", "seconds")
+"""What a part of a run cost: model calls, prompt tokens (of them, from a server's cache) and
+seconds of work (searches that run at once each count their own)."""
+
+
+def costs(searches: list[dict], reviews: list[dict]) -> dict:
+    """The searches' cost (every chain of every batch, over every session of a resumed run),
+    the reviews' (this session's), and both together."""
+    search = {k: sum(c[k] for c in searches) for k in COST}
+    review = {k: sum(r[k] for r in reviews) for k in COST}
+    total = {k: search[k] + review[k] for k in COST}
+    for part in (search, review, total):
+        part["seconds"] = round(part["seconds"], 3)
+    return {"search": search, "review": review, "total": total}
+
+
 def overall(summaries: list[dict]) -> dict:
-    """The batches' reviews in one: gold U beside U found, what failed where, the concept test."""
+    """The batches' reviews in one: gold U beside U found under the search's order and a fresh
+    one, what failed where, the concept test."""
     golds = [s["gold_utility"] for s in summaries]
-    diagnoses = [s["diagnosis"] for s in summaries if s["diagnosis"]]
-    tests = [s["concept"] for s in summaries]
-    zs = [t["z"] for t in tests if t["z"] is not None]
-    holding = sum(bool(t["holds"]) for t in tests)
+    fresh = [s["fresh_order"] for s in summaries]
     return {
         "gold_utility": None if None in golds else sum(golds),
-        "diagnosis": {d: diagnoses.count(d) for d in sorted(set(diagnoses))} or None,
-        "concept": {
-            "z": float(np.mean(zs)) if zs else None,
-            "bar": tests[0]["bar"],
-            "above_null": float(np.mean([t["above_null"] for t in tests])),
-            "batches_holding": holding,
-            "batches": len(tests),
-            "holds": holding * 2 >= len(tests) if zs else None,
+        "diagnosis": _counts([s["diagnosis"] for s in summaries]),
+        "fresh_order": None
+        if None in fresh
+        else {
+            "utility": sum(f["utility"] for f in fresh),
+            "gold_utility": sum(f["gold_utility"] for f in fresh),
+            "diagnosis": _counts([f["diagnosis"] for f in fresh]),
         },
-        "review_calls": sum(s["review_calls"] for s in summaries),
-        "review_tokens": sum(s["review_tokens"] for s in summaries),
+        "concept": combine_tests([s["concept"] for s in summaries]),
     }
+
+
+def _counts(verdicts: list[str | None]) -> dict[str, int] | None:
+    """{verdict: batches} over the batches that have one (None: none has)."""
+    given = [v for v in verdicts if v]
+    return {d: given.count(d) for d in sorted(set(given))} or None
 
 
 def run_parallel(

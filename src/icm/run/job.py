@@ -18,6 +18,7 @@ from ..core.concept import concept_test
 from ..core.consistency import violations
 from ..core.local import Change, settle
 from ..core.model import LabelModel, metered
+from ..core.objective import Objective
 from ..core.search import Search, State, Step
 from ..errors import ConfigError, DataError, RunError, Stopped
 from ..tasks import Dataset, Task
@@ -246,6 +247,8 @@ def final_problem(final: object, state: State, job: Job, search: Search) -> str 
         return f"'logodds' must hold {n} numbers"
     if not all(number(k) for k in ("utility", "best_utility", "predictability", "seconds")):
         return "'utility', 'best_utility', 'predictability' and 'seconds' must be numbers"
+    if "final_utility" in final and not number("final_utility"):
+        return "'final_utility' must be a number"
     if final["seconds"] < 0:
         return "'seconds' must not be negative"
     if (final.get("iterations"), final.get("accepted")) != (state.iteration, state.accepted):
@@ -307,12 +310,14 @@ def finish(search: Search, state: State, data: Dataset, counters: Callable[[], d
     margin = np.where(np.array(state.labels) >= 0, 0.0, logodds)
     final = search.structure.decode(margin, keep=state.labels)
     ev = search.evaluate(state.labels)
+    complete = search.evaluate(final)  # what chains are compared by
     c = counters()
     return {
         "labels": state.labels,
         "final": final,
         "logodds": [float(x) for x in logodds],
         "utility": ev.utility,
+        "final_utility": complete.utility,
         "best_utility": max(state.best_utility, ev.utility),
         "predictability": ev.predictability,
         "inconsistencies": len(violations(search.cons, final)),
@@ -325,18 +330,36 @@ def finish(search: Search, state: State, data: Dataset, counters: Callable[[], d
 def review(search: Search, data: Dataset, labels: list[int], seed: list[int]) -> dict:
     """What a batch's labels are worth, beside them: the model's zero-shot prior, the concept
     test, and (reporting only, after the search) U of the gold labelling where every row has
-    gold, with which of search and objective fell short."""
+    gold, with which of search and objective fell short under the search's order and under a
+    fresh one. `review_cost` is what all of it took."""
+    t0 = time.perf_counter()
     with metered() as used:
         out: dict = {"zero_shot_true": zero_shot_true(search.model, data)}
+        fresh = search.reordered(search.cfg.orders)  # an order the search never scored
         rng = np.random.default_rng([*seed, 2**32 - 1])
-        out["concept"] = concept_test(search, labels, rng)
-        out["gold_utility"] = out["diagnosis"] = None
-        if data.gold and all(g is not None for g in data.gold):
-            gold = [int(g) for g in data.gold]  # type: ignore[arg-type]
-            found = search.evaluate(labels).utility
-            out["gold_utility"] = search.evaluate(gold).utility
-            out["diagnosis"] = diagnose(found, out["gold_utility"], labels == gold)
-    return out | {"review_calls": used.calls, "review_tokens": used.tokens}
+        out["concept"] = concept_test(fresh, search.structure, labels, rng)
+        out |= gold_review(search, fresh, data, labels)
+    cost = {"calls": used.calls, "tokens": used.tokens, "cached_tokens": used.cached_tokens}
+    return out | {"review_cost": cost | {"seconds": round(time.perf_counter() - t0, 3)}}
+
+
+def gold_review(search: Search, fresh: Objective, data: Dataset, labels: list[int]) -> dict:
+    """U of the gold labelling beside U of the labels found, under the order the search
+    optimised and under `fresh`, with the verdict of each (all None without complete gold)."""
+    out: dict = {"gold_utility": None, "diagnosis": None, "fresh_order": None}
+    if not data.gold or any(g is None for g in data.gold):
+        return out
+    gold = [int(g) for g in data.gold]  # type: ignore[arg-type]
+    same = labels == gold
+    found, best = search.evaluate(labels).utility, search.evaluate(gold).utility
+    out["gold_utility"], out["diagnosis"] = best, diagnose(found, best, same)
+    found_f, gold_f = (ev.utility for ev in fresh.evaluate_all([labels, gold]))
+    out["fresh_order"] = {
+        "utility": found_f,
+        "gold_utility": gold_f,
+        "diagnosis": diagnose(found_f, gold_f, same),
+    }
+    return out
 
 
 def diagnose(found: float, gold: float, same: bool) -> str:
