@@ -1,7 +1,16 @@
-"""Shared fixtures: the data sets beside the project, and the real default model (loaded once)."""
+"""Shared fixtures: the data sets beside the project, and the real default model (loaded once).
+
+Test tiers (see CONTRIBUTING.md): `pytest -m "not slow"` is the fast tier, the model-free tests
+and one real-model smoke test; plain `pytest` runs everything. A test that uses one of the
+fixtures in SLOW_FIXTURES is marked slow here; a test that loads a model, starts a server or
+trains in its own body says `@pytest.mark.slow` itself. Under pytest-xdist (`-n`), the tests of
+one module run on one worker (their module fixtures are built once), and so do the tests that
+share the session's reward model.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +46,45 @@ def custom_code_model(folder: Path, marker: Path) -> Path:
     return folder
 
 
+SLOW_FIXTURES = {
+    "default_model",
+    "default_model_converted",
+    "tiny_reward_model",
+    "truthfulqa_run",
+}
+"""Fixtures that load or train a real model: a test using one is in the slow tier."""
+SHARED_GROUPS = {"tiny_reward_model": "reward-model", "truthfulqa_run": "truthfulqa-run"}
+"""Session fixtures whose users run on one xdist worker, so each is built once."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """The slow mark from the fixtures a test uses; the xdist group from its module, or from
+    the shared session fixture it uses."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+        if not any(item.iter_markers("xdist_group")):
+            shared_by = sorted(SHARED_GROUPS[n] for n in names & set(SHARED_GROUPS))
+            group = shared_by[0] if shared_by else item.path.stem
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_sessionstart(session) -> None:
+    """Under xdist, convert the embedded model once in the controller before the workers start
+    (each would otherwise convert its own copy at the same time)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        return
+    if config.option.collectonly:
+        return
+    from icm.backends.loading import resolve
+
+    with contextlib.suppress(Exception):  # the tests that need the model say what is wrong
+        resolve("default")
+
+
 @pytest.fixture(scope="session")
 def default_model_converted() -> str:
     """The cached conversion of the embedded default model, made here if it is missing."""
@@ -54,6 +102,28 @@ def default_model():
 
     torch.set_num_threads(1)
     return TransformersModel.load("default", scorer="dc")
+
+
+@pytest.fixture(scope="session")
+def truthfulqa_run(tmp_path_factory, default_model):
+    """ICM on the first 8 TruthfulQA claims (2 questions): the paper's search with the mean
+    log-odds score, 4 iterations. One real run that the eval, report and fine-tuning tests read;
+    a test that writes into a run copies it first."""
+    from icm.core.search import SearchConfig
+    from icm.run import Run
+    from icm.run.config import RunConfig
+
+    cfg = RunConfig(
+        task="truthfulqa",
+        data=str(shared("truthfulqa/train.json")),
+        limit=8,
+        iterations=4,
+        threads=1,
+        search=SearchConfig.paper(score="mean-logodds"),
+    )
+    run = Run.create(cfg, tmp_path_factory.mktemp("truthfulqa") / "run")
+    run.execute(default_model)
+    return run
 
 
 # Comparisons made up for the RL tests: a sensible answer and a useless one to each query, in

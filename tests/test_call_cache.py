@@ -17,6 +17,7 @@ from icm.errors import ConfigError
 from .standin import PlantedModel
 
 
+@pytest.mark.slow
 def test_a_rerun_through_the_local_model_is_answered_from_the_cache(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in make_demo_rows(4, seed=3)))

@@ -21,11 +21,11 @@ def lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def run16(tmp_path_factory):
-    """16 TruthfulQA claims (the first four questions), 4 iterations, then resumed to 6."""
+def run8(tmp_path_factory):
+    """8 TruthfulQA claims (the first two questions), 4 iterations, then resumed to 6."""
     data = shared("truthfulqa/train.json")
     out = tmp_path_factory.mktemp("runs") / "t1"
-    base = ["--task", "truthfulqa", "--data", str(data), "--limit", "16", "--seed", "0"]
+    base = ["--task", "truthfulqa", "--data", str(data), "--limit", "8", "--seed", "0"]
     first = icm(
         "run",
         *base,
@@ -45,29 +45,31 @@ def run16(tmp_path_factory):
     return out, snapshot, data, first, second
 
 
-def test_run_writes_the_run_folder(run16):
-    out, snapshot, data, first, _ = run16
+@pytest.mark.slow
+def test_run_writes_the_run_folder(run8):
+    out, snapshot, data, first, _ = run8
     chain = "batches/000/chain-0/"
     files = {".icm-run", ".lock", "config.json", "plan.json", "labels.jsonl", "summary.json"}
     files |= {chain + name for name in ("state.json", "trace.jsonl", "final.json")}
     assert set(snapshot) == files
     config = json.loads(snapshot["config.json"])
-    assert config["task"] == "truthfulqa" and config["limit"] == 16
-    assert config["search"]["alpha"] == 5 and config["search"]["score"] == "mean-logodds"
+    assert config["task"] == "truthfulqa" and config["limit"] == 8
+    assert config["search"]["alpha"] == 50 and config["search"]["score"] == "sum-logprob"
     trace = [json.loads(x) for x in snapshot[chain + "trace.jsonl"].splitlines()]
     assert [r["n"] for r in trace] == [1, 2, 3, 4]
     for r in trace:
         assert {"T", "example", "proposed", "delta", "accepted", "U", "inconsistencies"} <= set(r)
         assert 0 <= r["agreement"] <= 1
     summary = json.loads(snapshot["summary.json"])
-    assert summary["examples"] == 16 and summary["iterations"] == 4
+    assert summary["examples"] == 8 and summary["iterations"] == 4
     assert summary["model_calls"] > 0 and summary["tokens"] > 0 and summary["seconds"] > 0
-    assert summary["labels"]["true"] + summary["labels"]["false"] == 16
+    assert summary["labels"]["true"] + summary["labels"]["false"] == 8
     assert "agreement with gold" in first.stdout
 
 
-def test_labels_cover_every_input_row(run16):
-    out, *_ = run16
+@pytest.mark.slow
+def test_labels_cover_every_input_row(run8):
+    out, *_ = run8
     rows = lines(out / "labels.jsonl")
     source = json.loads(shared("truthfulqa/train.json").read_text())
     groups = []
@@ -75,15 +77,16 @@ def test_labels_cover_every_input_row(run16):
         if r["consistency_id"] not in groups:
             groups.append(r["consistency_id"])
     assert [r["consistency_id"] for r in rows] == [
-        r["consistency_id"] for r in source if r["consistency_id"] in groups[:4]
+        r["consistency_id"] for r in source if r["consistency_id"] in groups[:2]
     ]
     for r in rows:
         assert isinstance(r["icm_label"], bool) and isinstance(r["icm_logodds"], float)
         assert r["icm_label"] == (r["icm_logodds"] > 0) or r["icm_searched"]
 
 
-def test_resume_continues_where_it_stopped(run16):
-    out, snapshot, *_ = run16
+@pytest.mark.slow
+def test_resume_continues_where_it_stopped(run8):
+    out, snapshot, *_ = run8
     chain = "batches/000/chain-0/"
     trace = lines(out / chain / "trace.jsonl")
     assert [r["n"] for r in trace] == [1, 2, 3, 4, 5, 6]
@@ -94,14 +97,16 @@ def test_resume_continues_where_it_stopped(run16):
     assert json.loads((out / "config.json").read_text())["iterations"] == 6
 
 
-def test_resume_refuses_to_change_what_the_run_computes(run16):
-    out, *_ = run16
+@pytest.mark.slow
+def test_resume_refuses_to_change_what_the_run_computes(run8):
+    out, *_ = run8
     r = icm("run", "--resume", str(out), "--alpha", "20")
     assert r.returncode == 2 and "alpha" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_existing_run_is_not_clobbered(run16):
-    out, _, data, *_ = run16
+@pytest.mark.slow
+def test_existing_run_is_not_clobbered(run8):
+    out, _, data, *_ = run8
     before = (out / "labels.jsonl").read_text()
     r = icm(
         "run",

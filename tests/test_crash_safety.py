@@ -72,6 +72,7 @@ def baseline(default_model, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_sigkill_mid_search_then_resume_gives_the_same_labels_and_u(baseline, tmp_path):
     trace = (baseline / CHAIN / "trace.jsonl").read_text().splitlines()
     steps = [json.loads(line) for line in trace]
@@ -149,6 +150,7 @@ def test_overwrite_replaces_only_the_runs_own_files(tmp_path):
     assert RunConfig.from_json(json.loads((old / "config.json").read_text())) == run.cfg
 
 
+@pytest.mark.slow
 def test_model_code_runs_only_when_the_user_trusts_it(tmp_path):
     """A model folder whose config points at its own Python code: refused by default."""
     marker = tmp_path / "code-ran"
@@ -176,6 +178,7 @@ def test_model_code_runs_only_when_the_user_trusts_it(tmp_path):
     assert marker.exists(), p.stderr
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_a_forward_pass_says_what_to_lower():
     """A real allocation failure: the address space is capped just above the loaded model."""
     script = """

@@ -1,11 +1,13 @@
 """`icm finetune`: real LoRA fine-tunes of the default model on ICM labels (few steps, 1 thread).
 
-The run is made by the real CLI on eight TruthfulQA claims; the SFT test checks that training
+The run is the session's real one (conftest: `truthfulqa_run`, eight TruthfulQA claims); the
+refusals read a finished-looking run made without a model. The SFT test checks that training
 raises the log-probability of the ICM labels on the same prompts, and that the merged folder loads
 as a model for `icm run`; the reward test checks that the chosen answers gain reward.
 """
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,23 +27,9 @@ pytest.importorskip("peft")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    data = shared("truthfulqa/train.json")
-    out = tmp_path_factory.mktemp("ft") / "run"
-    argv = [
-        "run",
-        "--algorithm",
-        "paper",
-        "--task",
-        "truthfulqa",
-        "--data",
-        str(data),
-        "--limit",
-        "8",
-    ]
-    argv += ["--iterations", "2", "--threads", "1", "--out", str(out), "--no-progress"]
-    assert main(argv) == 0
-    return out
+def run(truthfulqa_run) -> Path:
+    """The session's real run: 8 TruthfulQA claims labelled by ICM (read, never written)."""
+    return truthfulqa_run.path
 
 
 def label_logprobs(model: TransformersModel, run) -> np.ndarray:
@@ -93,7 +81,19 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     assert not np.allclose(zero_shot, base[:, 1] - base[:, 0], atol=1e-3)
 
 
-def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):
+@pytest.fixture
+def labelled(tmp_path) -> Path:
+    """A finished-looking run of 8 TruthfulQA claims (labels made up, no model involved)."""
+    rows = [
+        {"question": f"Q{g}?", "choice": f"answer {k}", "label": k % 2 == 0, "consistency_id": g}
+        for g in range(2)
+        for k in range(4)
+    ]
+    return make_run(tmp_path / "run", "truthfulqa", rows, [r["label"] for r in rows])
+
+
+def test_finetune_keeps_an_existing_folder(labelled, tmp_path, capsys):
+    run = labelled
     out = tmp_path / "model"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
@@ -103,7 +103,8 @@ def test_finetune_keeps_an_existing_folder(run, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", [[], ["--reward-model"]], ids=["sft", "reward"])
-def test_model_code_runs_in_training_only_when_trusted(run, kind, tmp_path, capsys):
+def test_model_code_runs_in_training_only_when_trusted(labelled, kind, tmp_path, capsys):
+    run = labelled
     marker = tmp_path / "code-ran"
     model = custom_code_model(tmp_path / "custom", marker)
     argv = ["finetune", str(run), *kind, "--model", str(model), "--out", str(tmp_path / "m")]

@@ -80,6 +80,7 @@ def test_a_damaged_copy_is_converted_again_with_one_line(cache_copy, capfd):
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary folder left
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_is_refused_before_converting(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")

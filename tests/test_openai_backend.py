@@ -35,6 +35,9 @@ KEY = "icm-test-key-5d1f0a7c"
 VARIANTS = [label_variants(" False"), label_variants(" True")]
 
 
+pytestmark = pytest.mark.slow  # a real llama.cpp server, started once for the module
+
+
 @pytest.fixture(scope="module")
 def server():
     with LlamaServer(api_key=KEY) as srv:

@@ -20,8 +20,7 @@ from icm.eval.icl import write
 from icm.eval.report import write_report
 from icm.run import Run
 from icm.run.config import RunConfig
-
-from .conftest import shared
+from icm.run.folder import RunFolder
 
 # Counts the page's images and those that decoded, once the page has loaded.
 PROBE = (
@@ -80,20 +79,12 @@ CHAIN = "batches/000/chain-0"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, default_model) -> Run:
-    """A tiny real run (8 TruthfulQA claims, 4 iterations) and its evaluation on held-out ones."""
-    data = shared("truthfulqa/train.json")
-    cfg = RunConfig(
-        task="truthfulqa",
-        data=str(data),
-        limit=8,
-        iterations=4,
-        threads=1,
-        search=SearchConfig.paper(),
-    )
-    cfg.search.score = "mean-logodds"
-    run = Run.create(cfg, tmp_path_factory.mktemp("run"))
-    run.execute(default_model)
+def run(truthfulqa_run, tmp_path_factory, default_model) -> Run:
+    """The session's real run (8 TruthfulQA claims, 4 iterations), copied, and its evaluation
+    on held-out claims written into the copy."""
+    folder = tmp_path_factory.mktemp("report") / "run"
+    shutil.copytree(truthfulqa_run.path, folder)
+    run = Run(RunFolder(folder), truthfulqa_run.cfg)
     ev = EvalConfig(split_test=0.5, limit=4, max_demos=4, bootstrap=500)
     write(evaluate(run.path, ev, default_model), run.path)
     return run
