@@ -22,8 +22,9 @@ import numpy as np
 
 from .. import files
 from ..errors import IcmError
-from ..options import check
+from ..options import check, options_of
 from ..run.folder import RunFolder, check_output
+from ..tasks.readers import ReadOptions
 from ..train.prompts import Prompt, load_prompts, pick_template
 from ..train.rlconfig import CompareConfig
 from .icl import Resamples, interval
@@ -162,7 +163,7 @@ def compare(
     device = pick_device(cfg.device)
     check_out(Path(out), overwrite, [cfg.prompts])
     template = pick_template(cfg.template, a, b)
-    prompts = load_prompts(cfg.prompts, template, cfg.limit)
+    prompts = load_prompts(cfg.prompts, template, cfg.limit, options_of(ReadOptions, cfg))
     set_threads(cfg.threads)
     judge = open_judge(cfg.judge, cfg, device)  # a bad judge is refused before any generation
     t0 = time.perf_counter()

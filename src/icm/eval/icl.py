@@ -27,12 +27,13 @@ from ..core.baselines import bootstrapped_fewshot, zero_shot_consistent
 from ..core.consistency import Structure, constraints, get_rule
 from ..core.model import LabelModel, metered, token_costs
 from ..errors import ContextLengthError, IcmError, RunError
-from ..options import SEED_MAX, check, option
+from ..options import SEED_MAX, check, option, options_of
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
+from ..tasks.readers import ReadOptions
 from .stats import Resamples, auc, interval, pgr, split_groups
 
 METHODS = ("zero-shot", "zs-consistency", "random", "bootstrap", "gold", "icm")
@@ -49,7 +50,7 @@ EVAL_JSON, EVAL_MD, EVAL_PNG = "eval.json", "eval.md", "eval.png"
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ReadOptions):
     test: str = option("", "held-out claims to score, read with the run's task")
     data: str = option("", "with --split-test: the file to split; empty: the run's data file")
     split_test: float | None = option(
@@ -159,12 +160,12 @@ def _test_set(run_cfg: RunConfig, cfg: EvalConfig, task: Task) -> tuple[Dataset,
         raise IcmError("pass either --test FILE or --split-test FRACTION, not both")
     info: dict[str, Any]
     if cfg.test:
-        test, info = task.load(cfg.test), {"test": cfg.test}
+        test, info = task.load(cfg.test, options_of(ReadOptions, cfg)), {"test": cfg.test}
     elif cfg.split_test is not None:
         source = cfg.data or run_cfg.data
         if not source:
             raise IcmError("--split-test needs --data FILE (the run names no data file)")
-        data = task.load(source)
+        data = task.load(source, options_of(ReadOptions, cfg))
         _, idx = split_groups(data, cfg.split_test, cfg.split_seed)
         test = data.subset(idx)
         info = {"test": source, "split_test": cfg.split_test, "split_seed": cfg.split_seed}

@@ -163,7 +163,7 @@ def _table(source: str, kind: str, split: str | None) -> list[dict]:
     rows = _parquet(source) if kind == "parquet" else _dataset(source, kind, split)
     for r, row in enumerate(rows, start=1):
         for name, value in row.items():
-            why = _not_json(value)
+            why = not_json(value)
             if why:
                 raise DataError(f"{source}: row {r}: column {name!r}: {why}")
     return rows
@@ -216,7 +216,9 @@ def _cached(source: str, split: str | None) -> Any:
         raise ConfigError(f"{source}: names split {named_split!r} but --split is {split!r}")
     offline = {"HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True}
     saved: dict[str, Any] = {k: getattr(datasets.config, k, None) for k in offline}
+    verbosity = datasets.logging.get_verbosity()
     try:
+        datasets.logging.set_verbosity_error()  # not "using the latest cached version" each time
         for k, v in offline.items():
             setattr(datasets.config, k, v)
         return datasets.load_dataset(name, split=named_split or split or None)
@@ -230,6 +232,7 @@ def _cached(source: str, split: str | None) -> Any:
             f"datasets.load_dataset('{name}')\"), or pass a file"
         ) from e
     finally:
+        datasets.logging.set_verbosity(verbosity)
         for k, v in saved.items():
             setattr(datasets.config, k, v)
 
@@ -247,16 +250,16 @@ def _pick_split(source: str, loaded: Any, split: str | None) -> Any:
     return loaded[split]
 
 
-def _not_json(value: object) -> str | None:
+def not_json(value: object) -> str | None:
     """Why a value read from a table is not a JSON value icm can take, or None."""
     if value is None or isinstance(value, bool | int | str):
         return None
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{value} is not a number icm reads"
     if isinstance(value, list):
-        return next((w for w in map(_not_json, value) if w), None)
+        return next((w for w in map(not_json, value) if w), None)
     if isinstance(value, dict):
-        return next((w for w in map(_not_json, value.values()) if w), None)
+        return next((w for w in map(not_json, value.values()) if w), None)
     return f"holds a {type(value).__name__}, which icm does not read: cast the column to text"
 
 

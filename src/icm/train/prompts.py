@@ -19,7 +19,7 @@ from .. import files
 from ..errors import ConfigError, DataError
 from ..export.records import response_fields
 from ..tasks import Task
-from ..tasks.readers import json_type, read_rows
+from ..tasks.readers import ReadOptions, json_type, read_rows
 from .config import META
 
 DEFAULT_TEMPLATE = "{question}"
@@ -149,11 +149,13 @@ def make_prompt(row: dict, template: str, names: list[str], path: str, r: int) -
     return Prompt(text, question, category, r)
 
 
-def load_prompts(path: str, template: str, limit: int | None = None) -> list[Prompt]:
+def load_prompts(
+    path: str, template: str, limit: int | None = None, read: ReadOptions | None = None
+) -> list[Prompt]:
     """The distinct prompts of a file, in file order; one DataError line per bad row."""
     names = template_fields(template)
     seen: dict[str, Prompt] = {}
-    rows, lines = read_rows(path)
+    rows, lines = read_rows(path, read)
     for row, r in zip(rows, lines, strict=True):
         p = make_prompt(row, template, names, path, r)
         seen.setdefault(p.text, p)

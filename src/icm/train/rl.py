@@ -43,8 +43,10 @@ from ..backends.loading import (
 )
 from ..errors import ConfigError, DataError, IcmError, RunError, pip_hint
 from ..export.write import temp_dir
-from ..options import check
+from ..options import check, options_of
 from ..run.folder import LOCK, RunFolder, check_output
+from ..run.tracking import LOGDIR, check_report_to
+from ..tasks.readers import ReadOptions
 from .config import META
 from .prompts import Prompt, load_prompts, pick_template
 from .reward import check_classifier, load_reward, rewards
@@ -224,6 +226,7 @@ def need_trl() -> None:
 
 def check_options(cfg: RLConfig, device: torch.device) -> None:
     check(cfg)
+    check_report_to(cfg.report_to)
     if not cfg.reward:
         raise ConfigError("--reward: the reward model to train against (a folder)")
     if not cfg.prompts:
@@ -272,7 +275,7 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
     else:
         check_new_out(out, overwrite, cfg)
     template = pick_template(cfg.template, cfg.reward)
-    prompts = load_prompts(cfg.prompts, template, cfg.limit)
+    prompts = load_prompts(cfg.prompts, template, cfg.limit, options_of(ReadOptions, cfg))
     check_classifier(cfg.reward, trust_remote_code=cfg.trust_remote_code)
     need_trl()
     if cfg.adapter and adapter_base(resolve(cfg.model)):
@@ -326,7 +329,7 @@ def trl_args(job: Job) -> dict:
         save_total_limit=2,
         seed=cfg.seed,
         data_seed=cfg.seed,
-        report_to="none",
+        report_to=cfg.report_to if cfg.report_to != "tensorboard" else "none",
         disable_tqdm=True,
         bf16=job.dtype == "bfloat16",
         gradient_checkpointing=False,
@@ -364,10 +367,21 @@ def build_trainer(job: Job, show: bool):
         train_dataset=Dataset.from_list([{"prompt": p.text} for p in job.prompts]),
         processing_class=job.tok,
         peft_config=lora,
-        callbacks=[Progress(job.out / PROGRESS, show)],
+        callbacks=[Progress(job.out / PROGRESS, show), *tensorboard(job)],
     )
     trainer.remove_callback(PrinterCallback)  # the Progress lines say it in fewer words
     return trainer
+
+
+def tensorboard(job: Job) -> list:
+    """TRL's logs as TensorBoard events in OUT/tensorboard (transformers' own callback would
+    write to ./runs, outside the output folder)."""
+    if job.cfg.report_to != "tensorboard":
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(SummaryWriter(str(job.out / LOGDIR)))]
 
 
 def publish(model, tok, out: Path, adapter: bool) -> None:

@@ -29,6 +29,8 @@ from .. import files
 from ..backends.options import DTYPES, threads_option
 from ..errors import ConfigError, RunError
 from ..options import SEED_MAX, flag, from_json, option
+from ..run.tracking import TRAINER_REPORT_TO
+from ..tasks.readers import ReadOptions
 from .config import META
 
 ALGORITHMS = ("grpo", "rloo")
@@ -116,10 +118,16 @@ class _RLOptions:
         False,
         "save only the LoRA adapter (megabytes); it loads as --model on top of its base model",
     )
+    report_to: str = option(
+        "none",
+        "where TRL's logs go, as transformers' report_to: tensorboard (to OUT/tensorboard), "
+        "wandb, mlflow and the others it supports, when installed",
+        choices=TRAINER_REPORT_TO,
+    )
 
 
 @dataclass
-class RLConfig(Runtime, _RLOptions):
+class RLConfig(Runtime, ReadOptions, _RLOptions):
     """Every option of `icm rl` (the runtime ones listed last)."""
 
 
@@ -164,7 +172,7 @@ class _CompareOptions:
 
 
 @dataclass
-class CompareConfig(Runtime, _CompareOptions):
+class CompareConfig(Runtime, ReadOptions, _CompareOptions):
     """Every option of `icm compare` (the runtime ones listed last)."""
 
 
