@@ -1,6 +1,10 @@
 """icm: Internal Coherence Maximization (Wen et al. 2025), unsupervised elicitation of labels.
 
 import icm
+result = icm.label("claims.jsonl", task="truthfulqa")  # what `icm run` does
+result.labels, result.verdict, result.to_pandas()
+
+Algorithm 1 step by step:
 task = icm.get_task("truthfulqa")
 data = task.load("train.json")
 model = icm.TransformersModel.load("default", fmt=task.fmt)
@@ -10,6 +14,7 @@ for step in search.run(state, iterations=32):
     ...
 """
 
+from .api import Labelling, label
 from .core.data import Example, PromptFormat
 from .core.model import LabelModel
 from .core.search import Search, SearchConfig, State
@@ -35,6 +40,7 @@ __all__ = [
     "Example",
     "IcmError",
     "LabelModel",
+    "Labelling",
     "PromptFormat",
     "Run",
     "RunConfig",
@@ -44,5 +50,6 @@ __all__ = [
     "Task",
     "TransformersModel",
     "get_task",
+    "label",
     "load_task_spec",
 ]

@@ -13,6 +13,7 @@ from ..options import SEED_MAX, check, option
 from ..options import from_json as _from_json
 from ..tasks.readers import ReadOptions
 from ..train.config import TrainConfig
+from .tracking import REPORT_TO, check_report_to
 
 
 def training(name: str, help: str) -> Any:
@@ -49,6 +50,13 @@ class RunConfig(ReadOptions, OpenAIOptions, TransformersOptions, ModelChoice):
     )
     context_tokens: int | None = option(
         None, "prompt-token budget of a batch (default: the model's context length)", min=16
+    )
+    report_to: str = option(
+        "none",
+        "where the curves go: tensorboard writes U, T, agreement and the searched share of "
+        "every search per iteration to RUN/tensorboard",
+        choices=REPORT_TO,
+        resumable=True,
     )
     iterative_finetune: bool = option(
         False,
@@ -99,6 +107,7 @@ class RunConfig(ReadOptions, OpenAIOptions, TransformersOptions, ModelChoice):
         s = self.search
         if s.tmin > s.t0:
             raise ConfigError(f"--tmin ({s.tmin}) must not exceed --t0 ({s.t0})")
+        check_report_to(self.report_to)
         if self.backend == "openai" and not self.base_url:
             raise ConfigError("--backend openai needs --base-url, e.g. http://127.0.0.1:8000/v1")
         if self.base_url and self.backend != "openai":
@@ -136,6 +145,8 @@ which the official code draws as random groups)."""
 
 def preset(name: str) -> RunConfig:
     """The configuration `icm run --algorithm NAME` starts from (see `ALGORITHMS`)."""
+    if name not in ALGORITHMS:
+        raise ConfigError(f"--algorithm {name!r}: expected one of {', '.join(ALGORITHMS)}")
     return RunConfig(search=ALGORITHMS[name](), **PRESET_RUN.get(name, {}))
 
 

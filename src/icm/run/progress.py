@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
 
 
 class Progress:
@@ -23,6 +23,9 @@ class Progress:
 
     def phase(self, text: str) -> None:
         """A stretch of work that is not a search iteration (final labels, fine-tuning)."""
+
+    def close(self) -> None:
+        """The run is over (or stopped): let go of what the progress holds."""
 
 
 class Bar(Progress):
@@ -40,7 +43,7 @@ class Bar(Progress):
         self.total, self.done = total, done
 
     def step(self, row: dict) -> None:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
 
         with self.lock:
             if self.bar is None:  # starts at the steps done before this one
