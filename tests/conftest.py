@@ -203,3 +203,12 @@ def tiny_reward_model(comparison_run, default_model_converted) -> Path:
         == 0
     )
     return out
+
+
+def events(logdir: Path) -> dict[str, list[float]]:
+    """Every scalar curve of the TensorBoard event files in `logdir`, by tag."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}

@@ -20,7 +20,7 @@ from icm.export import load_labelled, prompts, records
 from icm.tasks import get_task
 from icm.train import META
 
-from .conftest import custom_code_model, shared
+from .conftest import custom_code_model, events, shared
 from .test_export import make_run
 
 pytest.importorskip("peft")
@@ -55,11 +55,15 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     # --adapter: the same training saved as a LoRA adapter, folded into its base on loading.
     adapter = tmp_path / "adapter"
     argv[3] = str(adapter)
-    assert main([*argv, "--threads", "1", "--adapter"]) == 0
+    assert main([*argv, "--threads", "1", "--adapter", "--report-to", "tensorboard"]) == 0
     assert (adapter / "adapter_model.safetensors").stat().st_size < 20e6
+    losses = events(adapter / "tensorboard")["sft/loss"]  # the curve, read back
+    saved = json.loads((adapter / META).read_text())
+    assert len(losses) == 2 and losses[-1] == pytest.approx(saved["loss_last"], rel=1e-6)
     assert not (adapter / "model.safetensors").exists()
     mode = 0o666 & ~files.umask()  # readable by whoever may read new files, weights included
-    assert {f.stat().st_mode & 0o777 for f in [*out.iterdir(), *adapter.iterdir()]} == {mode}
+    written = [f for f in [*out.rglob("*"), *adapter.rglob("*")] if f.is_file()]
+    assert {f.stat().st_mode & 0o777 for f in written} == {mode}
     np.testing.assert_allclose(
         label_logprobs(TransformersModel.load(str(adapter)), run), after, atol=1e-4
     )

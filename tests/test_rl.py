@@ -27,7 +27,7 @@ from icm.train import META
 from icm.train.prompts import load_prompts, task_prompt_template
 from icm.train.reward import margins
 
-from .conftest import PAIRS, comparison_rows
+from .conftest import PAIRS, comparison_rows, events
 
 pytest.importorskip("trl")
 
@@ -153,9 +153,14 @@ def test_resume_refuses_changed_options_with_one_line(tiny_reward_model, prompts
 def test_rloo_with_a_length_penalty_saves_an_adapter(tiny_reward_model, prompts, tmp_path):
     out = tmp_path / "policy"
     argv = rl_argv(tiny_reward_model, prompts, out, "--steps", "1", "--algorithm", "rloo")
+    argv += ["--report-to", "tensorboard"]
     assert main([*argv, "--length-penalty", "0.05", "--adapter"]) == 0
     (row,) = progress(out)
     assert row["rewards/length_penalty/mean"] == pytest.approx(-0.05 * row["completion_length"])
+    curves = events(out / "tensorboard")  # TRL's logs, read back from the event files
+    assert curves["train/rewards/length_penalty/mean"] == [
+        pytest.approx(row["rewards/length_penalty/mean"], rel=1e-5)
+    ]
     assert (out / "adapter_model.safetensors").stat().st_size < 20e6
     assert not (out / "model.safetensors").exists()
     TransformersModel.load(str(out))  # an adapter folder loads as --model, on its base

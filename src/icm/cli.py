@@ -24,6 +24,7 @@ from .core.search import SearchConfig
 from .errors import ConfigError, IcmError, pip_hint, printable
 from .options import flag, kind, resumable
 from .run.config import RunConfig, preset
+from .run.tracking import check_report_to
 
 EPILOG = """quick start:
   icm demo                                     label a small built-in data set, compare with gold
@@ -191,6 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cfg.iterations is not None and cfg.iterations < done:
             raise ConfigError(f"--iterations {cfg.iterations} is below the {done} already done")
         prepared = prepare(cfg)
+        run.folder.check_writable()
         run.cfg = cfg
         run.folder.write_config(cfg)
     else:
@@ -255,7 +257,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import main as demo
+    from .options import check
 
+    check(DemoCommand(**{f.name: getattr(args, f.name) for f in dataclasses.fields(DemoCommand)}))
     return demo(args)
 
 
@@ -313,6 +317,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .train.reward import train_reward
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    check_report_to(cfg.report_to)  # before a model loads or anything is written
     train = train_reward if args.reward_model else finetune
     info = train(args.run, args.out, cfg, args.searched_only, args.model, args.overwrite)
     print(f"{info['steps']} steps, loss {info['loss_first']:.3f} -> {info['loss_last']:.3f}")
@@ -335,6 +340,7 @@ def cmd_rl(args: argparse.Namespace) -> int:
             raise ConfigError("pass --out FOLDER for a new policy (or --resume FOLDER)")
         cfg, out = RLConfig(**given), args.out
     check(cfg)  # before torch loads: a bad option is one quick line
+    check_report_to(cfg.report_to)
     from .train.rl import train_policy
 
     info = train_policy(cfg, out, args.overwrite, bool(args.resume), show=args.progress, say=say)

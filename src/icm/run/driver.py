@@ -44,6 +44,7 @@ from .job import LATER, Job, read_state, review, search_job
 from .models import Models, OneModel
 from .plan import Prepared, prepare
 from .progress import Progress
+from .tracking import tracked
 
 
 class Run:
@@ -101,18 +102,21 @@ class Run:
         `prepared`: the inputs `prepare(cfg)` read and checked (the command line does so before
         it creates the folder); else they are prepared here, with `model` (or the first of
         `models`, or the model the config names)."""
-        progress = progress or Progress()
         self.t0 = time.perf_counter()
         self.folder.lock()
+        progress = progress or Progress()
         try:
+            progress = tracked(progress, self.cfg.report_to, self.path)
+            self.folder.check_writable()
             files.sweep(self.path)
             if prepared is None:
                 prepared = prepare(self.cfg, model or (models.model_for(0) if models else None))
             task, data, fixed = prepared.task, prepared.data, prepared.fixed
             models = models or self.default_models(prepared.model, task)
-            plan = self.plan(prepared.plan)
+            plan = self.plan(prepared.plan, data)
             return self.search_all(task, data, plan.batches, models, progress, fixed)
         finally:
+            progress.close()
             self.folder.unlock()
 
     def default_models(self, model: LabelModel, task: Task) -> Models:
@@ -122,7 +126,7 @@ class Run:
             return IterativeModels(self.folder, self.cfg, task, model)
         return OneModel(model, self.cfg.model)
 
-    def plan(self, now: Plan) -> Plan:
+    def plan(self, now: Plan, data: Dataset) -> Plan:
         """The saved plan, checked against the one the inputs make now; or that one, saved."""
         saved = self.folder.read_plan()
         if saved is None and any(self.path.glob(f"{BATCHES}/*/chain-*/{STATE}")):
@@ -134,6 +138,7 @@ class Run:
             self.folder.write_plan(now)
             return now
         saved.check(now, self.path)
+        saved.check_batches(data, self.path)
         return saved
 
     def search_all(

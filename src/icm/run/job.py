@@ -28,6 +28,7 @@ from .folder import (
     FINAL,
     STATE,
     TRACE,
+    fingerprint,
 )
 from .progress import Progress
 
@@ -54,6 +55,14 @@ class Job:
         return batch + (f", chain {self.chain + 1}/{self.chains}" if self.chains > 1 else "")
 
 
+ROWS_KEY = "rows_hash"
+"""The checkpoint's field binding it to its batch's rows (absent in older runs' checkpoints)."""
+
+
+def rows_hash(data: Dataset) -> str:
+    return fingerprint([[ex.prompt, ex.group] for ex in data.examples])
+
+
 def read_state(job: Job) -> tuple[State, dict] | None:
     """The checkpoint of a search and its counters, or None when it has none yet."""
     path = job.folder / STATE
@@ -62,6 +71,7 @@ def read_state(job: Job) -> tuple[State, dict] | None:
     try:
         saved = files.read_json(path, "checkpoint")
         assert isinstance(saved, dict)
+        rows = saved.pop(ROWS_KEY, None)
         stats = {k: saved.pop(k, 0) if k in LATER else saved.pop(k) for k in COUNTERS}
         stats["seconds"] = saved.pop("seconds")
         state = State.from_json(saved)
@@ -70,9 +80,16 @@ def read_state(job: Job) -> tuple[State, dict] | None:
     except (AssertionError, KeyError, TypeError) as e:
         raise RunError(f"{path}: unreadable checkpoint (not what icm writes)") from e
     why = checkpoint_problem(state, stats, job)
+    if rows is not None and rows != rows_hash(job.data):
+        why = "it was saved for other rows than the plan now gives this batch (plan.json edited?)"
     if why:
         raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
     return state, stats
+
+
+def number(v: object) -> bool:
+    """A finite number read back (not a bool, not text)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def checkpoint_problem(state: State, stats: dict, job: Job) -> str | None:
@@ -87,6 +104,11 @@ def checkpoint_problem(state: State, stats: dict, job: Job) -> str | None:
         return f"'labels' must hold {len(job.data)} labels"
     if not all(type(y) is int and y in (-1, 0, 1) for y in labels):
         return "'labels' must be -1, 0 or 1"
+    if not number(state.utility) or not count(state.inconsistencies):
+        return "'utility' must be a finite number and 'inconsistencies' a count"
+    bests = (state.best_utility, state.best_complete)
+    if not all(number(v) or v == -math.inf for v in bests):
+        return "'best_utility' and 'best_complete' must be numbers or null"
     if not count(state.iteration) or not count(state.accepted) or state.accepted > state.iteration:
         return "'iteration' and 'accepted' must be counts, accepted at most iteration"
     if type(state.polish_moves) is not int or state.polish_moves < -1:
@@ -141,7 +163,8 @@ def search_job(
             return {"seconds": before["seconds"] + time.perf_counter() - t0, **done}
 
         def checkpoint() -> None:
-            files.write_json(job.folder / STATE, {**state.to_json(), **counters()})
+            bound = {ROWS_KEY: rows_hash(job.data)}
+            files.write_json(job.folder / STATE, {**state.to_json(), **counters(), **bound})
 
         if not saved:
             checkpoint()
@@ -199,7 +222,12 @@ def walk(
         row = trace_row(step, state, job.data)
         files.append_jsonl(trace, row)
         checkpoint()
-        where = {"batch": job.batch, "batches": job.batches, "chain": job.chain}
+        where = {
+            "batch": job.batch,
+            "batches": job.batches,
+            "chain": job.chain,
+            "size": len(job.data),
+        }
         progress.step({**row, **counters(), **where})
     if search.cfg.polish or search.cfg.keep_best:
         progress.phase(f"{job.name}: polishing the labelling (moves while U rises)")

@@ -100,11 +100,20 @@ def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Te
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
 
 
-def save_model(model, tokenizer, out: str | Path, meta: dict, adapter: bool = False) -> None:
+def save_model(
+    model,
+    tokenizer,
+    out: str | Path,
+    meta: dict,
+    adapter: bool = False,
+    curve: list[float] | None = None,
+) -> None:
     """Write the LoRA weights folded into the model (or, with `adapter`, the LoRA adapter alone)
     + tokenizer + META to a temporary folder beside `out`, then move it into place: a
-    half-written model folder is never seen."""
+    half-written model folder is never seen. `curve`: the losses, as TensorBoard events in
+    OUT/tensorboard (`--report-to tensorboard`)."""
     from ..export.write import replace_dir, temp_dir
+    from ..run.tracking import LOGDIR, write_curve
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +122,8 @@ def save_model(model, tokenizer, out: str | Path, meta: dict, adapter: bool = Fa
         (model if adapter else model.merge_and_unload()).to("cpu").save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        if curve is not None:
+            write_curve(tmp / LOGDIR, f"{meta['kind']}/loss", curve)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

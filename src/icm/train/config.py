@@ -42,5 +42,11 @@ class TrainConfig:
         "weights dtype while training (auto: bfloat16 on a GPU that has it, else float32)",
         choices=DTYPES,
     )
+    report_to: str = option(
+        "none",
+        "where the training curve goes: tensorboard writes the loss of every step to "
+        "OUT/tensorboard",
+        choices=("none", "tensorboard"),
+    )
     trust_remote_code: bool = trust_option()
     threads: int | None = threads_option()

@@ -77,7 +77,8 @@ def finetune_labels(
 
     losses = train_loop(model, len(records), loss_fn, cfg)
     info = meta("sft", source, base, cfg, losses, records=len(records))
-    save_model(model, tok, out, info, adapter=cfg.adapter)
+    curve = losses if cfg.report_to == "tensorboard" else None
+    save_model(model, tok, out, info, adapter=cfg.adapter, curve=curve)
     return info
 
 

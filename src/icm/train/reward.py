@@ -136,7 +136,7 @@ def train_reward_pairs(
     used = [x for x in m if x]
     extra = {"pairs": len(pairs), "margin_mean": sum(used) / len(used) if used else 0.0, **info}
     result = meta("reward", source, base, cfg, losses, **extra)
-    save_model(rm, tok, out, result)
+    save_model(rm, tok, out, result, curve=losses if cfg.report_to == "tensorboard" else None)
     return result
 
 
