@@ -13,9 +13,12 @@ Data sets over `--seeds` seeds (every seed its own claims, made on the spot), `-
 Variants (each a full search of one batch; tokens are the model's prompt tokens, counted as if
 every call were computed, also those this benchmark answers from its memo of identical calls):
 
-  paper           `icm run --algorithm paper`: Algorithm 1 as published (K = 8 random labels,
-                  flip + ConsistencyFix, 2N iterations, the last state): icm run's default before
-  paper+repair    the same, its output completed and repaired exactly under the rule
+  paper           `icm run --algorithm paper`: Algorithm 1 with the paper's objective and constants
+                  (sum of log-probs, alpha 50, K = 8 random labels, flip + ConsistencyFix, N
+                  iterations, the last state)
+  official        `icm run --algorithm official`: the official code's configuration (mean
+                  log-odds, alpha 30, 3000 iterations per 256 claims, its temperature schedule)
+  paper+repair    the paper's search, its output completed and repaired exactly under the rule
   paper+polish    the same, then the best consistent state visited, completed, repaired, polished
   zs+polish       zero-shot labels decoded under the rule, then polish (no annealing)
   zs+polish/2,/3  the same with U averaged over 2 or 3 demonstration orders
@@ -28,16 +31,20 @@ every call were computed, also those this benchmark answers from its memo of ide
                   while the budget lasts; the best state polished
   default         `icm run` with its defaults, concept test included (run as a user runs it)
 
-The budgeted variants get the paper variant's tokens on the same seed. Baselines: zero-shot +
-consistency, bootstrapped few-shot, random labels, gold. Held-out accuracy: `--test` claims
-scored after the train claims labelled each way, each claim alone and each group decided jointly
-under the rule. The unpaired and control sets run paper, zs+polish and default only.
+U is always the default objective (mean log-odds, alpha 5, one order), whatever a variant
+searched with, so the labellings compare on one scale. The budgeted variants get the paper
+variant's tokens on the same seed; `--presets-only` runs the three presets and the baselines.
+Baselines: zero-shot + consistency, bootstrapped few-shot, random labels, gold. Held-out
+accuracy: `--test` claims scored after the train claims labelled each way, each claim alone and
+each group decided jointly under the rule. The unpaired and control sets run the presets and
+zs+polish only.
 
     .venv/bin/python benchmarks/bench_search.py           # 4 seeds, demo and control, ~1 hour
     .venv/bin/python benchmarks/bench_search.py --seeds 10 --datasets demo,unpaired,control
 
 Last line (demo concept): search seeds=4 found_ge_gold=k/4 agreement=.. zs_consistency=..
-heldout=.. gold=.. tokens_x=.. control_flagged=k/4 concept_flagged=k/4
+heldout=.. gold=.. tokens_x=.. control_flagged=k/4 concept_flagged=k/4 (flagged: a verdict
+other than "holds"; tokens_x: the default's tokens over the paper preset's)
 """
 
 from __future__ import annotations
@@ -70,7 +77,7 @@ from icm.core.model import LabelModel, charge, metered  # noqa: E402
 from icm.core.search import Search, SearchConfig, State  # noqa: E402
 from icm.demo import ADJECTIVES, NOUNS, PLACES, demo_split  # noqa: E402
 from icm.run import Run  # noqa: E402
-from icm.run.config import RunConfig  # noqa: E402
+from icm.run.config import preset  # noqa: E402
 from icm.tasks import get_task, register  # noqa: E402
 
 UNPAIRED = register(replace(get_task("demo"), name="demo-unpaired", rule="none", key=None))
@@ -162,6 +169,9 @@ def dataset(name: str, n: int, n_test: int, seed: int) -> tuple[str, list[dict],
 ROUNDS = 200
 """Rounds of a budgeted variant at most (the search's own memo answers repeats for free)."""
 PAPER = SearchConfig.paper()
+SCORE = SearchConfig(orders=1)
+"""The objective every labelling is measured with (the default's, one order)."""
+PRESETS = ("paper", "official", "default")
 POLISH = SearchConfig(init="zero-shot", moves="consistent", keep_best=True, polish=True, orders=1)
 
 
@@ -177,7 +187,7 @@ def searched(cfg: SearchConfig, data, model, rule, seed, iterations, start=None)
 
 
 def v_paper_repair(data, model, rule, seed, budget) -> list[int]:
-    s = searched(PAPER, data, model, rule, seed, 2 * len(data))
+    s = searched(PAPER, data, model, rule, seed, math.ceil(PAPER.per_example * len(data)))
     labels = s.state.labels
     labels = complete(s, labels) if any(y < 0 for y in labels) else labels
     for fixed in repair(s, labels):
@@ -187,7 +197,8 @@ def v_paper_repair(data, model, rule, seed, budget) -> list[int]:
 
 def v_config(cfg: SearchConfig, iterations: bool) -> Callable:
     def run(data, model, rule, seed, budget) -> list[int]:
-        return searched(cfg, data, model, rule, seed, 2 * len(data) * iterations).state.labels
+        n = math.ceil(cfg.per_example * len(data)) if iterations else 0
+        return searched(cfg, data, model, rule, seed, n).state.labels
 
     return run
 
@@ -287,11 +298,11 @@ SIDE = ("zs+polish",)
 """The variants run on the unpaired and control sets beside paper and default."""
 
 
-def icm_run(task: str, rows: list[dict], model, seed: int, search: SearchConfig, work: Path):
-    """`icm run` on the rows, as a user runs it; (labels, summary)."""
-    data = work / f"{task}-{seed}-{abs(hash(repr(search)))}.jsonl"
+def icm_run(task: str, rows: list[dict], model, seed: int, algorithm: str, work: Path):
+    """`icm run --algorithm ALGORITHM` on the rows, as a user runs it; (labels, summary)."""
+    data = work / f"{task}-{seed}-{algorithm}.jsonl"
     files.write_jsonl(data, rows)
-    cfg = RunConfig(task=task, data=str(data), seed=seed, search=search)
+    cfg = replace(preset(algorithm), task=task, data=str(data), seed=seed)
     summary = Run.create(cfg, data.with_suffix(".run")).execute(model)
     labels = files.read_jsonl(data.with_suffix(".run") / "labels.jsonl")
     return [int(r["icm_label"]) for r in labels], summary
@@ -299,7 +310,7 @@ def icm_run(task: str, rows: list[dict], model, seed: int, search: SearchConfig,
 
 # -- measurements ---------------------------------------------------------------------------------
 def utility(data, model, rule, labels) -> tuple[float, int]:
-    ev = Search(data.examples, model, rule, replace(PAPER, orders=1)).evaluate(labels)
+    ev = Search(data.examples, model, rule, SCORE).evaluate(labels)
     return ev.utility, ev.inconsistencies
 
 
@@ -361,12 +372,12 @@ def one_seed(job: tuple[str, int, argparse.Namespace]) -> dict:
     labellings["random"] = {"labels": [int(y) for y in order], "tokens": 0}
     labellings["gold"] = {"labels": gold, "tokens": 0}
     with tempfile.TemporaryDirectory() as tmp:
-        for v, cfg in (("paper", PAPER), ("default", SearchConfig())):
+        for v in PRESETS:
             with metered() as used:
-                labels, summary = icm_run(task_name, train_rows, model, seed, cfg, Path(tmp))
+                labels, summary = icm_run(task_name, train_rows, model, seed, v, Path(tmp))
             labellings[v] = {"labels": labels, "tokens": used.tokens, "summary": summary}
     budget = labellings["paper"]["tokens"]
-    todo = list(VARIANTS) if name == "demo" else list(SIDE)
+    todo = [] if args.presets_only else list(VARIANTS) if name == "demo" else list(SIDE)
     for v in todo:
         t0 = time.perf_counter()
         with metered() as used:
@@ -379,7 +390,8 @@ def one_seed(job: tuple[str, int, argparse.Namespace]) -> dict:
         v["heldout"], v["heldout_joint"] = heldout(model, train, test, rule, v["labels"])
     out["zero-shot"] = heldout(model, train, test, rule, None)
     out["concept"] = labellings["default"].pop("summary")["concept"]
-    labellings["paper"].pop("summary")
+    for v in PRESETS[:-1]:
+        labellings[v].pop("summary")
     out["labellings"] = labellings
     out["computed"] = model.computed
     model.save()
@@ -401,10 +413,9 @@ def _load(threads: int) -> None:
 def show(r: dict) -> None:
     u_max = f", U max {r['u_max']:.3f}" if "u_max" in r else ""
     c = r["concept"]
-    z = "-" if c["z"] is None else f"{c['z']:.2f}"
     print(
-        f"## {r['name']} seed {r['seed']}: U gold {r['u_gold']:.3f}{u_max}; concept test z "
-        f"{z} ({'holds' if c['holds'] else 'flagged'}); computed {r['computed']} tokens"
+        f"## {r['name']} seed {r['seed']}: U gold {r['u_gold']:.3f}{u_max}; concept test: "
+        f"{c['text']}; computed {r['computed']} tokens"
     )
     for k, v in r["labellings"].items():
         print(
@@ -438,11 +449,11 @@ def table(name: str, runs: list[dict]) -> None:
             f"{np.mean([v['tokens'] for v in ls]):.0f} |"
         )
     zero = np.mean([r["zero-shot"] for r in runs], axis=0)
-    flagged = sum(not r["concept"]["holds"] for r in runs)
-    zs = ["-" if r["concept"]["z"] is None else f"{r['concept']['z']:.2f}" for r in runs]
+    verdicts = [r["concept"]["verdict"] for r in runs]
     print(
-        f"zero-shot held-out {zero[0]:.3f} / joint {zero[1]:.3f}; concept test flagged "
-        f"{flagged}/{len(runs)} (z: {' '.join(zs)})\n"
+        f"zero-shot held-out {zero[0]:.3f} / joint {zero[1]:.3f}; concept test: "
+        + ", ".join(f"{v} {verdicts.count(v)}/{len(runs)}" for v in sorted(set(verdicts)))
+        + "\n"
     )
 
 
@@ -454,7 +465,7 @@ def last_line(results: dict[str, list[dict]]) -> str:
     zs = [r["labellings"]["zs+consistency"] for r in demo]
     ge = sum(v["U"] >= r["u_gold"] - 1e-9 for v, r in zip(d, demo, strict=True))
     paper = np.mean([r["labellings"]["paper"]["tokens"] for r in demo])
-    flagged = {k: sum(not r["concept"]["holds"] for r in results.get(k, [])) for k in results}
+    flagged = {k: sum(not r["concept"]["holds"] for r in results[k]) for k in results}
     n = len(demo)
     return (
         f"search seeds={n} found_ge_gold={ge}/{n} "
@@ -475,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=32, help="held-out claims per seed")
     p.add_argument("--datasets", default="demo,control", help="of demo, unpaired, control")
     p.add_argument("--no-enumerate", dest="enumerate", action="store_false")
+    p.add_argument("--presets-only", action="store_true", help="paper, official, default")
     p.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     p.add_argument("--memo", type=Path, help="keep each seed's memo of model calls here")
     p.add_argument("--json", type=Path, help="write every figure to this file")

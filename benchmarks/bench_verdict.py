@@ -177,7 +177,7 @@ PLANS = {
         (CONCEPTS, 24, 10),
         (CONCEPTS, 48, 1),
     ],
-    "quick": [(CONTROLS, 12, 6), (CONCEPTS, 12, 4), (CONCEPTS, 24, 2)],
+    "quick": [(CONTROLS, 12, 8), (CONCEPTS, 12, 3), (CONCEPTS, 24, 2)],
 }
 
 
@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
         if (name, n, seed) not in have
     ]
+    jobs.sort(key=lambda j: -j[1])  # the longest first, so the two workers end together
     if jobs and not args.report_only:
         t0 = time.perf_counter()
         ctx = multiprocessing.get_context("spawn")

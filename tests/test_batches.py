@@ -3,6 +3,9 @@
 import json
 from types import SimpleNamespace
 
+import pytest
+
+from icm.errors import ConfigError
 from icm.run import Run, load_data, split
 from icm.run.config import RunConfig
 
@@ -31,7 +34,7 @@ def test_batches_keep_groups_whole_and_lose_no_row(tmp_path):
     model = SimpleNamespace(
         count_tokens=lambda texts: [len(t.split()) for t in texts], max_context=None
     )
-    for size, budget in [(8, None), (5, None), (100, 60), (7, 40)]:
+    for size, budget in [(8, None), (5, None), (100, 60), (7, 64)]:
         cfg = RunConfig(task="truthfulqa", data=str(path), batch_size=size, context_tokens=budget)
         parts = split(data, cfg, model)
         assert sorted(i for p in parts for i in p) == list(range(len(data)))
@@ -47,6 +50,9 @@ def test_batches_keep_groups_whole_and_lose_no_row(tmp_path):
                 longest = max(len(ex.prompt.split()) + 3 for ex in data.examples)
                 assert cost <= budget - longest or len(groups) == 1
         assert len(parts) > 1
+    # a budget below one group's prompts (4 claims of 15 tokens): refused, naming the rows
+    with pytest.raises(ConfigError, match="--context-tokens .40 tokens. cannot hold one group"):
+        split(data, RunConfig(task="truthfulqa", data=str(path), context_tokens=40), model)
 
 
 def test_batched_run_merges_every_row_in_input_order(tmp_path):

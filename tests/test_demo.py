@@ -35,12 +35,17 @@ def test_demo_split_keeps_held_out_sentences_out_of_training():
     assert not seen & {r["other"] for r in test}
 
 
+CLAIMS, HELD_OUT = 12, 16
+
+
 @pytest.mark.slow
 def test_icm_demo_end_to_end(tmp_path):
-    """The real default model labels the demo set; the four accuracies are printed and saved."""
+    """The real default model labels a demo set (smaller than the README's 20 + 32 claims, the
+    same path); the accuracies are printed and saved."""
     out = tmp_path / "demo"
+    size = ["--claims", str(CLAIMS), "--held-out", str(HELD_OUT)]
     r = subprocess.run(
-        [sys.executable, "-m", "icm", "demo", "--out", str(out), "--no-progress"],
+        [sys.executable, "-m", "icm", "demo", "--out", str(out), "--no-progress", *size],
         capture_output=True,
         text=True,
     )
@@ -50,14 +55,15 @@ def test_icm_demo_end_to_end(tmp_path):
     # the cheapest baseline beside ICM, and both test-time decodings
     assert "zero-shot + consistency" in r.stdout and "pairs decided jointly" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["examples"] == TRAIN and summary["inconsistencies"] == 0
+    assert summary["examples"] == CLAIMS and summary["inconsistencies"] == 0
+    assert f"{CLAIMS} claims to label, {HELD_OUT} held out" in r.stdout
     # The default model holds this concept: ICM recovers most of the gold labels without them.
     assert summary["agreement"] >= 0.8
     result = json.loads((out / "eval.json").read_text())
-    assert result["test_claims"] == TEST
+    assert result["test_claims"] == HELD_OUT
     assert result["methods"]["gold"]["accuracy"] > 0.6
     joint = result["methods"]["zero-shot"]["joint"]
-    assert joint["n"] == TEST and 0 <= joint["accuracy"] <= 1
+    assert joint["n"] == HELD_OUT and 0 <= joint["accuracy"] <= 1
     assert result["search"]["gold_utility"] is not None
     concept = result["search"]["concept"]
     assert concept["verdict"] in ("holds", "no concept", "too small to tell")
@@ -69,3 +75,13 @@ def test_icm_demo_end_to_end(tmp_path):
         text=True,
     )
     assert again.returncode == 2 and "not a demo run" in again.stderr
+
+
+def test_demo_sizes_are_checked_before_anything_is_written(tmp_path, capsys):
+    from icm.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--claims", "7"]) == 2
+    assert "--claims 7" in capsys.readouterr().err and not out.exists()
+    assert main(["demo", "--out", str(out), "--held-out", "1"]) == 2
+    assert not out.exists()

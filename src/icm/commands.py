@@ -48,6 +48,8 @@ class DemoCommand:
     out: str = option("runs/demo", "run folder (default: runs/demo)")
     model: str = option("default", "model (default: embedded SmolLM2-135M)")
     seed: int = option(0, "random seed (default: 0)")
+    claims: int = option(20, "claims to label, an even number (default: 20)", min=4, max=400)
+    held_out: int = option(32, "held-out claims to evaluate on (default: 32)", min=2, max=400)
     score: str = option(
         "mean-logodds",
         "sum-logprob or mean-logodds (default: mean-logodds, see the README)",

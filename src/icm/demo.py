@@ -13,13 +13,14 @@ by ICM, by gold, at random, and with none, and prints the four accuracies.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import sys
 from pathlib import Path
 
 from . import files
 from .core.search import SearchConfig
-from .errors import RunError, pip_hint
+from .errors import ConfigError, RunError, pip_hint
 from .run.config import RunConfig
 from .run.driver import Run
 from .run.folder import RunFolder
@@ -91,7 +92,9 @@ def demo_split(n_train: int, n_test: int, seed: int) -> tuple[list[dict], list[d
     return train, test[:n_test]
 
 
-def prepare(out: Path, seed: int, model: str, score: str) -> Run:
+def prepare(
+    out: Path, seed: int, model: str, score: str, claims: int = TRAIN, held_out: int = TEST
+) -> Run:
     """A fresh demo run folder (a previous demo run there is replaced) with the generated
     train and test files in `data/`."""
     folder = RunFolder(out)
@@ -102,14 +105,14 @@ def prepare(out: Path, seed: int, model: str, score: str) -> Run:
         task="demo",
         data=str(out / "data" / "train.jsonl"),
         model=model,
-        iterations=ITERATIONS,
+        iterations=math.ceil(ITERATIONS * claims / TRAIN),
         seed=seed,
         search=SearchConfig(score=score),
     )
     cfg.check()
     folder.create(cfg, overwrite=True)  # the data inside it is the demo's own, made again
     (out / "data").mkdir(exist_ok=True)
-    train, test = demo_split(TRAIN, TEST, seed)
+    train, test = demo_split(claims, held_out, seed)
     files.write_jsonl(out / "data" / "train.jsonl", train)
     files.write_jsonl(out / "data" / "test.jsonl", test)
     return Run(folder, cfg)
@@ -120,7 +123,8 @@ def headline(summary: dict, result: dict) -> str:
     zs = result["methods"]["zs-consistency"]
     icm_cost = summary["model_calls"]  # the search's and the review's
     return (
-        f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {TRAIN} claims "
+        f"\nICM labels agree with gold on {summary['agreement']:.0%} of the {summary['examples']} "
+        "claims "
         f"({icm_cost} model calls); zero-shot + consistency, the cheapest baseline, on "
         f"{zs['demo_agreement']:.0%} ({zs['label_cost']['model_calls']} calls)"
     )
@@ -133,14 +137,18 @@ def main(args: argparse.Namespace) -> int:
     from .tasks import get_task
 
     out = Path(args.out)
-    run = prepare(out, args.seed, args.model, args.score)
+    if args.claims % 2:
+        raise ConfigError(
+            f"--claims {args.claims}: the demo's claims come in pairs: an even number"
+        )
+    run = prepare(out, args.seed, args.model, args.score, args.claims, args.held_out)
     cfg = run.cfg
     model = make_model(cfg, get_task("demo").fmt)
     how = where(model)
     shown = f"{cfg.model} ({how})" if how else cfg.model
     print(
-        f"icm demo: is a sentence a statement or a question? {TRAIN} claims to label, "
-        f"{TEST} held out; model: {shown}; score: {cfg.search.score}"
+        f"icm demo: is a sentence a statement or a question? {args.claims} claims to label, "
+        f"{args.held_out} held out; model: {shown}; score: {cfg.search.score}"
     )
     summary = run.execute(model=model, progress=Bar() if args.progress else None)
     for line in summary["warnings"]:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ServerError
-from .caching import CallCache
+from .caching import CallCache, logprob
 from .http import Abort, Client
 from .named import BIAS, NamedTokens, missing_label, token_text
 from .pieces import Prompt, ServerPieces
@@ -119,6 +119,13 @@ def prompt_key(prompt: Prompt) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+def top_list(a: object) -> bool:
+    """A stored answer: a list of [token, log-prob] pairs, the token text, the log-prob finite."""
+    return isinstance(a, list) and all(
+        isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) and logprob(p[1]) for p in a
+    )
+
+
 class Recent:
     """The last `size` keys used, with their values (thread-safe): answers, warmed contexts."""
 
@@ -204,7 +211,7 @@ class Answers:
         if top is not None:
             return top
         key = CallCache.key(self.request(prompt), self.identity) if self.cache else ""
-        hit = self.cache.get(key) if self.cache else None
+        hit = self.cache.get(key, top_list) if self.cache else None
         top = [(str(t), float(v)) for t, v in hit] if hit is not None else None
         if top is not None:
             with self._lock:

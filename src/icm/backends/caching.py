@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .. import files
 from ..core.model import LabelModel
 from ..errors import ConfigError, IcmError
 
@@ -33,7 +35,7 @@ class CallCache:
 
     def __init__(self, path: str | Path) -> None:
         self.lock = threading.Lock()
-        path = Path(path)
+        path = self.path = Path(path)
         if path.is_symlink():
             raise IcmError(f"{path}: is a link; give the call cache's own path")
         try:
@@ -68,11 +70,24 @@ class CallCache:
         text = json.dumps([call, identity], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def get(self, key: str) -> Any:
-        """The answer stored under `key` (decoded JSON), or None."""
+    def get(self, key: str, valid: Callable[[Any], bool]) -> Any:
+        """The answer stored under `key` (decoded JSON), or None. An answer that is not JSON,
+        holds NaN or infinity, or fails `valid` (its shape, types and ranges) is refused: the
+        file was changed by someone other than icm."""
         with self.lock:
             row = self.db.execute("SELECT top FROM calls WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
+        if row is None:
+            return None
+        try:
+            answer = files.loads(row[0]) if isinstance(row[0], str) else None
+        except ValueError:
+            answer = None
+        if answer is None or not valid(answer):
+            raise IcmError(
+                f"{self.path}: a stored answer is not what icm writes (a non-finite or misshapen "
+                "score: edited?); remove the file or pass another --call-cache"
+            )
+        return answer
 
     def put(self, key: str, answer: object) -> None:
         with self.lock, self.db:
@@ -80,6 +95,24 @@ class CallCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def logprob(v: object) -> bool:
+    """A log-probability as the cache keeps it: a finite number, at most 0 (rounding aside)."""
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v < 1e-6
+
+
+def rows_of_two(n: int) -> Callable[[Any], bool]:
+    """An answer of `n` rows of two label log-probs."""
+
+    def valid(a: Any) -> bool:
+        return (
+            isinstance(a, list)
+            and len(a) == n
+            and all(isinstance(r, list) and len(r) == 2 and all(map(logprob, r)) for r in a)
+        )
+
+    return valid
 
 
 class CachingModel(LabelModel):
@@ -95,9 +128,9 @@ class CachingModel(LabelModel):
         self.identity = inner.identity
         self.cache_hits = 0
 
-    def _cached(self, call: list, compute) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def _cached(self, call: list, n: int, compute) -> np.ndarray:  # type: ignore[no-untyped-def]
         key = CallCache.key([*call, self.fmt], self.inner.fingerprint())
-        hit = self.cache.get(key)
+        hit = self.cache.get(key, rows_of_two(n))
         if hit is not None:
             self.cache_hits += 1
             return np.array(hit, dtype=float).reshape(-1, 2)
@@ -107,13 +140,15 @@ class CachingModel(LabelModel):
 
     def loo_logprobs(self, prompts: Sequence[str], labels: Sequence[int]) -> np.ndarray:
         call = ["loo", list(prompts), [int(y) for y in labels]]
-        return self._cached(call, lambda: self.inner.loo_logprobs(prompts, labels))
+        return self._cached(call, len(prompts), lambda: self.inner.loo_logprobs(prompts, labels))
 
     def query_logprobs(
         self, demos: Sequence[str], labels: Sequence[int], queries: Sequence[str]
     ) -> np.ndarray:
         call = ["query", list(demos), [int(y) for y in labels], list(queries)]
-        return self._cached(call, lambda: self.inner.query_logprobs(demos, labels, queries))
+        return self._cached(
+            call, len(queries), lambda: self.inner.query_logprobs(demos, labels, queries)
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> list[int] | None:
         return self.inner.count_tokens(texts)

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -50,6 +51,9 @@ OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
 """The files of a run folder that --overwrite may remove (besides batches/)."""
 EXTRA_OUTPUTS: tuple[str, ...] = ("report.html", "eval.json", "eval.md", "eval.png")
 EXTRA_OUTPUTS += ("compare.json", "compare.md", "compare.png")
+ROWS = "rows.jsonl"
+"""The rows `icm.label` was given in memory, kept so that the run can be resumed."""
+EXTRA_OUTPUTS += (ROWS,)
 """Files other commands write into a run folder by default: also icm's own."""
 
 
@@ -61,6 +65,37 @@ def _remove_file(path: Path) -> None:
     """Remove a regular file icm names; a link or a folder under that name is left alone."""
     if path.is_file() and not path.is_symlink():
         path.unlink()
+
+
+def blockers(path: Path) -> list[Path]:
+    """Paths where a run writes (its own files, in icm's layout) that it could not write as
+    files: links (to files or to folders) and folders. `--overwrite` and a resume check them
+    before they change anything. (Other commands' outputs, such as eval.json, are not the
+    run's: a link there is left alone.)"""
+    bad = [path / n for n in OUTPUTS if _blocks(path / n)]
+    batches = path / BATCHES
+    if batches.is_symlink():
+        return [*bad, batches]
+    if not batches.is_dir():
+        return bad
+    for batch in sorted(batches.iterdir()):
+        if not batch.name.isdigit():
+            continue
+        if batch.is_symlink():
+            bad.append(batch)
+            continue
+        subs = sorted(batch.iterdir()) if batch.is_dir() else []
+        for sub in subs:
+            if sub.name.startswith("chain-"):
+                if sub.is_symlink():
+                    bad.append(sub)
+                elif sub.is_dir():
+                    bad += [p for n in (STATE, TRACE, FINAL) if _blocks(p := sub / n)]
+    return bad
+
+
+def _blocks(path: Path) -> bool:
+    return path.is_symlink() or path.is_dir()
 
 
 def _remove_empty(folder: Path) -> None:
@@ -88,6 +123,15 @@ def data_fingerprints(
     }
 
 
+def batch_fingerprints(data: Dataset, batches: list[list[int]]) -> list[str]:
+    """Each batch's rows as the search sees them, by position: a plan whose row lists were
+    edited (two batches swapped, a row moved) no longer matches them."""
+    return [
+        fingerprint([[i, data.examples[i].prompt, data.examples[i].group] for i in b])
+        for b in batches
+    ]
+
+
 @dataclass
 class Plan:
     """Decided when a run starts and kept for good: a resumed run never splits again (a server
@@ -99,24 +143,48 @@ class Plan:
     settings: str | None = None
     """A fingerprint of the options that decide what the run computes (not those a resume
     may change): an edited config.json is noticed. None in plans of older runs."""
+    batch_hashes: list[str] | None = None
+    """`batch_fingerprints` of the batches (None in plans of older runs)."""
 
     def to_json(self) -> dict:
         out = {"batches": self.batches, "data": self.data, "model": self.model}
+        out |= {"batch_hashes": self.batch_hashes} if self.batch_hashes else {}
         return out | ({"settings": self.settings} if self.settings else {})
 
     @classmethod
     def from_json(cls, d: object, source: str) -> Plan:
-        try:
-            assert isinstance(d, dict)
-            batches = d["batches"]
-            assert isinstance(batches, list) and all(
-                isinstance(b, list) and all(type(i) is int for i in b) for b in batches
+        """A plan read back; its every field's type checked, and its batches: a non-empty list
+        of non-empty lists of distinct row numbers, each in ascending order."""
+        if not isinstance(d, dict) or not all(k in d for k in ("batches", "data", "model")):
+            raise RunError(f"{source}: not a plan icm wrote")
+        batches, hashes, settings = d["batches"], d.get("batch_hashes"), d.get("settings")
+        ok = (
+            isinstance(batches, list)
+            and batches
+            and all(
+                isinstance(b, list)
+                and b
+                and all(type(i) is int and i >= 0 for i in b)
+                and all(x < y for x, y in itertools.pairwise(b))
+                for b in batches
             )
-            settings = d.get("settings")
-            assert settings is None or isinstance(settings, str)
-            return cls(batches, dict(d["data"]), dict(d["model"]), settings)
-        except (AssertionError, KeyError, TypeError, ValueError) as e:
-            raise RunError(f"{source}: not a plan icm wrote") from e
+        )
+        if not ok:
+            raise RunError(
+                f"{source}: 'batches' must be a non-empty list of non-empty lists of row "
+                "numbers in ascending order (not what icm writes: was it edited?)"
+            )
+        if hashes is not None and not (
+            isinstance(hashes, list)
+            and len(hashes) == len(batches)
+            and all(isinstance(h, str) for h in hashes)
+        ):
+            raise RunError(f"{source}: 'batch_hashes' must hold one fingerprint per batch")
+        if not isinstance(d["data"], dict) or not isinstance(d["model"], dict):
+            raise RunError(f"{source}: 'data' and 'model' must be objects")
+        if settings is not None and not isinstance(settings, str):
+            raise RunError(f"{source}: 'settings' must be a fingerprint")
+        return cls(batches, dict(d["data"]), dict(d["model"]), settings, hashes)
 
     def check(self, now: Plan, folder: Path) -> None:
         """The run's data, task and model are those it started with."""
@@ -142,6 +210,18 @@ class Plan:
         n = sum(len(b) for b in self.batches)
         if sorted(i for b in self.batches for i in b) != list(range(n)) or n != now.data["rows"]:
             raise RunError(f"{folder / PLAN}: its batches do not cover the data's rows")
+
+    def check_batches(self, data: Dataset, folder: Path) -> None:
+        """The batches' row lists are those the plan's fingerprints were made of."""
+        if self.batch_hashes is None:
+            return
+        now = batch_fingerprints(data, self.batches)
+        bad = [b for b, (h, n) in enumerate(zip(self.batch_hashes, now, strict=True)) if h != n]
+        if bad:
+            raise RunError(
+                f"{folder / PLAN}: the rows of batch {bad[0] + 1} are not those it was planned "
+                "with (its row lists were edited): start afresh with a new --out"
+            )
 
 
 def settings_fingerprint(cfg: RunConfig) -> str:
@@ -227,6 +307,12 @@ class RunFolder:
                 f"{path}: not a run folder icm made here ({why}); --overwrite replaces only "
                 "those: choose another --out"
             )
+        blocked = blockers(self.path)
+        if blocked:
+            raise LinkError(
+                f"{blocked[0]}: a link or a folder where --overwrite would write; nothing was "
+                "changed: remove it, or choose another --out"
+            )
         inside = [p for p in inputs if p and _within(Path(p), path)]
         if inside:
             raise RunError(
@@ -253,6 +339,15 @@ class RunFolder:
                 self.unlock()
         except OSError as e:
             raise RunError(f"{self.path}: cannot create the run folder: {e.strerror}") from e
+
+    def check_writable(self) -> None:
+        """Refused before a resume writes anything: a link or a folder under one of icm's names."""
+        blocked = blockers(self.path)
+        if blocked:
+            raise LinkError(
+                f"{blocked[0]}: a link or a folder where the run writes; nothing was changed: "
+                "remove it to resume"
+            )
 
     def clear(self) -> None:
         """Remove icm's outputs, never another file: what --overwrite replaces. Only icm's file
@@ -341,7 +436,10 @@ class RunFolder:
 def input_files(cfg: RunConfig) -> list[str]:
     """Files a run reads, which no command may write over: the data, a custom task spec and the
     fixed labels."""
-    return [p for p in (cfg.data, cfg.task, cfg.fixed_labels) if p and Path(p).suffix]
+    given = (cfg.data, cfg.task, cfg.fixed_labels)
+    return [
+        p for p in given if p and not p.startswith("hf:") and (Path(p).suffix or Path(p).is_dir())
+    ]
 
 
 def _within(p: Path, folder: Path) -> bool:
@@ -375,7 +473,9 @@ def check_output(
     for p in protected:
         if p and Path(p).exists() and Path(p).resolve() == target:
             raise IcmError(f"{out}: is an input ({p}): choose another output")
-    if not out.exists() and not out.is_symlink():
+    if out.is_symlink():  # refused here, before any output of the command is written
+        raise LinkError(f"{out}: is a link; icm never writes through or replaces one")
+    if not out.exists():
         return out
     if out.is_dir() and not ours:
         raise IcmError(f"{out}: is a folder icm did not write: choose another output")

@@ -22,6 +22,7 @@ from ..tasks.readers import ReadOptions, read_rows
 from .config import RunConfig
 from .folder import (
     Plan,
+    batch_fingerprints,
     data_fingerprints,
     settings_fingerprint,
 )
@@ -70,6 +71,13 @@ def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
     used = 0
     for members in order:
         cost = sum(costs[i] for i in members)
+        if budget and cost > budget:  # its own prompts would not fit: nothing to search with
+            why = "--context-tokens" if cfg.context_tokens else "the model's context"
+            raise ConfigError(
+                f"{why} ({budget} tokens) cannot hold one group: rows "
+                f"{', '.join(str(data.line(i)) for i in members[:4])} of {data.source} need "
+                f"{cost} tokens together (a batch holds whole groups)"
+            )
         if parts[-1] and (len(parts[-1]) + len(members) > limit_rows or used + cost > room):
             parts.append([])
             used = 0
@@ -86,11 +94,13 @@ def split(data: Dataset, cfg: RunConfig, model: LabelModel) -> list[list[int]]:
 def make_plan(
     data: Dataset, task: Task, cfg: RunConfig, model: LabelModel, fixed: dict[int, int]
 ) -> Plan:
+    batches = split(data, cfg, model)
     return Plan(
-        split(data, cfg, model),
+        batches,
         data_fingerprints(data, task.fmt, task.rule, fixed),
         model_identity(model),
         settings_fingerprint(cfg),
+        batch_fingerprints(data, batches),
     )
 
 

@@ -1,0 +1,220 @@
+"""Refusals before any change, and every file icm reads back read as strictly as data: links
+where icm writes, edited plans, checkpoint fields of the wrong type, non-finite cached scores,
+a context budget nothing fits. Each refusal is one line and leaves every file as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from icm import files
+from icm.backends.caching import CachingModel, CallCache
+from icm.errors import ConfigError, IcmError, LinkError, RunError
+from icm.run.driver import Run
+from icm.run.folder import check_output
+
+from .test_trust import setup
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every path under `root` with its content's digest (a link: where it points)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_symlink():
+            out[rel] = "-> " + str(p.readlink())
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+@pytest.fixture
+def made(tmp_path):
+    """A finished two-batch run on the stand-in scorer, and its config and model."""
+    cfg, model = setup(tmp_path, iterations=3, batch_size=6)
+    Run.create(cfg, tmp_path / "run").execute(model)
+    return tmp_path / "run", cfg, model
+
+
+LINKED = [
+    "labels.jsonl",
+    "summary.json",
+    "plan.json",
+    "batches/000/chain-0/state.json",
+    "batches/001/chain-0/final.json",
+    "batches/001",
+    "batches/000/chain-0",
+]
+
+
+@pytest.mark.parametrize("name", LINKED)
+def test_overwrite_and_resume_refuse_a_link_before_changing_anything(made, tmp_path, name):
+    run, cfg, model = made
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("mine")
+    target = run / name
+    if target.is_dir():
+        import shutil
+
+        shutil.rmtree(target)
+        target.symlink_to(victim, target_is_directory=True)
+    else:
+        target.unlink()
+        target.symlink_to(victim / "precious.txt")
+    before, outside = snapshot(run), snapshot(victim)
+    with pytest.raises(LinkError) as e:
+        Run.create(cfg, run, overwrite=True)
+    assert "nothing was changed" in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(run) == before and snapshot(victim) == outside
+    if name != "plan.json":
+        with pytest.raises(LinkError):
+            Run.open(run).execute(model)
+        assert snapshot(run) == before and snapshot(victim) == outside
+
+
+def test_a_folder_where_icm_writes_a_file_is_refused_first(made):
+    run, cfg, _ = made
+    (run / "summary.json").unlink()
+    (run / "summary.json").mkdir()
+    (run / "summary.json" / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    with pytest.raises(LinkError, match="summary.json: a link or a folder"):
+        Run.create(cfg, run, overwrite=True)
+    assert snapshot(run) == before
+
+
+def test_an_output_that_is_a_link_is_refused_even_with_overwrite(tmp_path):
+    real = tmp_path / "real.md"
+    real.write_text("mine")
+    link = tmp_path / "eval.md"
+    link.symlink_to(real)
+    for overwrite in (False, True):
+        with pytest.raises(LinkError, match="is a link"):
+            check_output(link, overwrite, ours=True)
+    assert real.read_text() == "mine"
+
+
+# -- edited plans ---------------------------------------------------------------------------------
+def edit_plan(run: Path, change) -> None:
+    plan = json.loads((run / "plan.json").read_text())
+    change(plan)
+    (run / "plan.json").write_text(json.dumps(plan))
+
+
+def swap(p: dict) -> None:
+    p["batches"][0], p["batches"][1] = p["batches"][1], p["batches"][0]
+
+
+def swap_all(p: dict) -> None:
+    swap(p)
+    p["batch_hashes"].reverse()
+
+
+@pytest.mark.parametrize(
+    ("change", "part"),
+    [
+        (swap, "rows of batch 1 are not those it was planned with"),
+        (swap_all, "saved for other rows"),
+        (lambda p: p.update(batches=[]), "non-empty list"),
+        (lambda p: p.update(batches=[[0, 1, 2, 3, 4, 5], []]), "non-empty list"),
+        (lambda p: p["batches"][0].reverse(), "ascending order"),
+        (lambda p: p["batches"][0].__setitem__(0, "0"), "row numbers"),
+        (lambda p: p["batches"][1].__setitem__(-1, 99), "do not cover"),
+        (lambda p: p.update(batch_hashes=["x"]), "one fingerprint per batch"),
+        (lambda p: p.update(data=[]), "must be objects"),
+        (lambda p: p.update(settings=5), "'settings'"),
+    ],
+)
+def test_an_edited_plan_is_refused_on_resume(made, change, part):
+    run, _, model = made
+    edit_plan(run, change)
+    before = snapshot(run)
+    with pytest.raises(RunError) as e:
+        Run.open(run).execute(model)
+    assert part in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(run) == before
+
+
+# -- checkpoint fields ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("utility", "1.5"),
+        ("utility", None),
+        ("utility", True),
+        ("inconsistencies", -1),
+        ("inconsistencies", 1.5),
+        ("best_utility", "high"),
+        ("best_complete", [1]),
+        ("iteration", "3"),
+        ("seconds", "fast"),
+        ("labels", [0, 1]),
+        ("rows_hash", "0000"),
+        ("rng", {"bit_generator": "MT19937"}),
+    ],
+)
+def test_a_checkpoint_field_of_the_wrong_type_is_one_line(made, field, value):
+    run, _, model = made
+    path = run / "batches" / "000" / "chain-0" / "state.json"
+    state = json.loads(path.read_text())
+    state[field] = value
+    path.write_text(json.dumps(state))
+    before = snapshot(run)
+    with pytest.raises(RunError) as e:
+        Run.open(run).execute(model)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert snapshot(run) == before
+
+
+# -- the call cache -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "[[NaN, -1.0], [-1.0, -2.0]]",
+        "[[-1.0], [-1.0, -2.0]]",
+        '"text"',
+        "[[5.0, -1.0], [-1.0, -2.0]]",
+        "[[-1.0, -2.0]]",
+        "[[-Infinity, -1.0], [-1.0, -2.0]]",
+        "[[true, -1.0], [-1.0, -2.0]]",
+    ],
+)
+def test_a_cached_score_that_icm_did_not_write_is_refused(tmp_path, stored):
+    _, model = setup(tmp_path)
+    model.identity = {"name": "planted"}
+    path = tmp_path / "calls.sqlite"
+    cached = CachingModel(model, CallCache(path))
+    prompts = list(model.planted)[:2]
+    first = cached.loo_logprobs(prompts, [0, 1])
+    np.testing.assert_array_equal(cached.loo_logprobs(prompts, [0, 1]), first)  # a hit
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE calls SET top = ?", (stored,))
+    db.close()
+    with pytest.raises(IcmError) as e:
+        cached.loo_logprobs(prompts, [0, 1])
+    assert str(path) in str(e.value) and "--call-cache" in str(e.value)
+
+
+# -- a context budget nothing fits ----------------------------------------------------------------
+def test_a_context_budget_that_cannot_hold_one_group_is_refused_before_writing(tmp_path):
+    cfg, model = setup(tmp_path, context_tokens=20)
+    model.count_tokens = lambda texts: [len(t.split()) for t in texts]  # type: ignore[method-assign]
+    with pytest.raises(ConfigError) as e:
+        Run.create(cfg, tmp_path / "run").execute(model)
+    text = str(e.value)
+    assert "cannot hold one group" in text and "--context-tokens" in text, text
+    assert not (tmp_path / "run" / "plan.json").exists()
+    with pytest.raises(ConfigError, match="cannot hold one group"):
+        from icm.run.plan import prepare
+
+        prepare(cfg, model)
+    assert files.read_json(tmp_path / "run" / "config.json")  # only what create wrote
