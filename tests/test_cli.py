@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import shared
+from icm.demo import make_demo_rows
 
 ICM = [sys.executable, "-m", "icm.cli"]
 
@@ -22,10 +22,12 @@ def lines(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def run8(tmp_path_factory):
-    """8 TruthfulQA claims (the first two questions), 4 iterations, then resumed to 6."""
-    data = shared("truthfulqa/train.json")
-    out = tmp_path_factory.mktemp("runs") / "t1"
-    base = ["--task", "truthfulqa", "--data", str(data), "--limit", "8", "--seed", "0"]
+    """8 of 12 demo claims (the first four pairs), 4 iterations, then resumed to 6."""
+    folder = tmp_path_factory.mktemp("runs")
+    data = folder / "claims.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_demo_rows(12, seed=5)))
+    out = folder / "t1"
+    base = ["--task", "demo", "--data", str(data), "--limit", "8", "--seed", "0"]
     first = icm(
         "run",
         *base,
@@ -53,7 +55,7 @@ def test_run_writes_the_run_folder(run8):
     files |= {chain + name for name in ("state.json", "trace.jsonl", "final.json")}
     assert set(snapshot) == files
     config = json.loads(snapshot["config.json"])
-    assert config["task"] == "truthfulqa" and config["limit"] == 8
+    assert config["task"] == "demo" and config["limit"] == 8
     assert config["search"]["alpha"] == 50 and config["search"]["score"] == "sum-logprob"
     trace = [json.loads(x) for x in snapshot[chain + "trace.jsonl"].splitlines()]
     assert [r["n"] for r in trace] == [1, 2, 3, 4]
@@ -69,16 +71,11 @@ def test_run_writes_the_run_folder(run8):
 
 @pytest.mark.slow
 def test_labels_cover_every_input_row(run8):
-    out, *_ = run8
+    out, _, data, *_ = run8
     rows = lines(out / "labels.jsonl")
-    source = json.loads(shared("truthfulqa/train.json").read_text())
-    groups = []
-    for r in source:
-        if r["consistency_id"] not in groups:
-            groups.append(r["consistency_id"])
-    assert [r["consistency_id"] for r in rows] == [
-        r["consistency_id"] for r in source if r["consistency_id"] in groups[:2]
-    ]
+    source = lines(data)
+    assert [r["sentence"] for r in rows] == [r["sentence"] for r in source[:8]]
+    assert [r["consistency_id"] for r in rows] == [0, 0, 1, 1, 2, 2, 3, 3]
     for r in rows:
         assert isinstance(r["icm_label"], bool) and isinstance(r["icm_logodds"], float)
         assert r["icm_label"] == (r["icm_logodds"] > 0) or r["icm_searched"]
@@ -111,7 +108,7 @@ def test_existing_run_is_not_clobbered(run8):
     r = icm(
         "run",
         "--task",
-        "truthfulqa",
+        "demo",
         "--data",
         str(data),
         "--algorithm",

@@ -42,7 +42,7 @@ def label_logprobs(model: TransformersModel, run) -> np.ndarray:
 def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model, tmp_path):
     before = label_logprobs(default_model, run)
     out = tmp_path / "model"
-    argv = ["finetune", str(run), "--out", str(out), "--max-steps", "2", "--lr", "2e-3"]
+    argv = ["finetune", str(run), "--out", str(out), "--max-steps", "2", "--lr", "1e-3"]
     assert main([*argv, "--threads", "1"]) == 0
     tuned = TransformersModel.load(str(out))  # the folder `icm run --model` takes
     after = label_logprobs(tuned, run)

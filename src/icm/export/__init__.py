@@ -10,9 +10,12 @@ from pathlib import Path
 from ..errors import ConfigError, DataError
 from ..run.folder import RunFolder, check_output, input_files
 from ..run.labels import Labelled, labelled_rows, load_labelled, read_labelled
-from . import matrix  # noqa: F401 - registers the label-matrix format
+from . import matrix, tools  # noqa: F401 - register the label-matrix and review-tool formats
 from .records import FORMATS, prompts, records, response_fields
 from .write import container, is_export, write
+
+REVIEWS = ("review", "label-studio", "argilla")
+"""Formats for a person to label: the least certain rows first."""
 
 
 def export_run(
@@ -29,8 +32,12 @@ def export_run(
     output is replaced only with `overwrite` (a folder only when it is an export icm wrote)."""
     inputs = input_files(RunFolder(run).read_config())
     check_output(out, overwrite, ours=is_export(out), protected=inputs, run=run)
-    if least_certain is not None and (fmt != "review" or least_certain < 1):
-        raise ConfigError("--least-certain K (K at least 1) goes with --format review")
+    if least_certain is not None and (fmt not in REVIEWS or least_certain < 1):
+        raise ConfigError(
+            "--least-certain K (K at least 1) goes with --format review, label-studio or argilla"
+        )
+    if fmt in ("label-studio", "argilla") and container(Path(out)) != "json":
+        raise ConfigError(f"--format {fmt}: the tool imports a .json file: --out FILE.json")
     data = load_labelled(run, searched_only)
     rows = records(data, fmt, least_certain)
     if not rows:

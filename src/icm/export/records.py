@@ -13,6 +13,7 @@ Formats (TRL's names for the dataset types in brackets):
   review    the least certain rows first, for a person to label: icm_row, the task's fields,
             icm_label, icm_confidence and an empty human_label (`icm run --fixed-labels` reads it)
   label-matrix  one column per chain for weak-supervision tools (matrix.py)
+  label-studio, argilla  the review rows as those tools import them (tools.py)
 
 Pairs come straight from comparison tasks (rule asymmetry: ICM True means the first response is
 better; a pair whose two orders ICM labels alike is contradictory and left out), and from claim
@@ -50,7 +51,7 @@ def records(data: Labelled, fmt: str, least_certain: int | None = None) -> list[
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = FORMATS[fmt](data, least_certain)
-    if not out and fmt not in ("review", "labels"):
+    if not out and fmt not in ("review", "labels", "label-studio", "argilla"):
         why = ", ".join(f"{n} {k}" for k, n in data.skipped.items()) or "no pairable claims"
         raise DataError(f"{data.source}: the {fmt} export has no records ({why})")
     return out

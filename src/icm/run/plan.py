@@ -26,6 +26,7 @@ from .folder import (
     data_fingerprints,
     settings_fingerprint,
 )
+from .reviews import as_fixed_rows
 
 
 def load_data(cfg: RunConfig) -> tuple[Task, Dataset]:
@@ -154,6 +155,7 @@ def _fixed_rows(path: str) -> tuple[list[dict], list[int]]:
         lines = list(range(1, len(rows) + 1))
     else:
         rows, lines = read_rows(Path(path))
+        rows = as_fixed_rows(rows, path)  # a Label Studio or Argilla export, answered
     if not any(isinstance(row, dict) and "human_label" in row for row in rows):
         raise DataError(f"{path}: no field 'human_label': not a file of labels a person gave")
     return rows, lines
