@@ -68,8 +68,8 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def one_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("icm: "), err
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("icm: "), (err, out)
     assert "Traceback" not in err
     return err
 

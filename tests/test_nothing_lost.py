@@ -218,3 +218,32 @@ def test_a_context_budget_that_cannot_hold_one_group_is_refused_before_writing(t
 
         prepare(cfg, model)
     assert files.read_json(tmp_path / "run" / "config.json")  # only what create wrote
+
+
+# -- summary.json as the report and eval read it -------------------------------------------------
+def test_every_field_of_an_edited_summary_is_checked_by_the_report(made, capsys):
+    from icm.cli import main
+    from icm.run.readback import LATER, SUMMARY
+
+    run, *_ = made
+    good = json.loads((run / "summary.json").read_text())
+    edits = [(k, "text") for k in good]
+    edits += [(f"per_batch.{k}", "text") for k in ("utility", "examples", "per_chain")]
+    edits += [(f"concept.{k}", [1]) for k in good["concept"]]
+    refused = set()
+    for where, value in edits:
+        s = json.loads(json.dumps(good))
+        part, _, key = where.rpartition(".")
+        target = s["per_batch"][0] if part == "per_batch" else s["concept"] if part else s
+        target[key] = value
+        (run / "summary.json").write_text(json.dumps(s))
+        rc = main(["report", str(run), "--out", str(run / "report.html")])
+        out, err = capsys.readouterr()
+        assert rc in (0, 2) and "Traceback" not in err, (where, value, err)
+        if rc == 2:
+            refused.add(where)
+            assert err.count("\n") == 1 and "summary.json" in err, (where, err)
+            assert not (run / "report.html").exists()
+        (run / "report.html").unlink(missing_ok=True)
+    checked = {k for k in good if k in SUMMARY or k in LATER and k != "diagnosis"}
+    assert checked <= refused and {"per_batch.utility", "concept.p"} <= refused

@@ -31,6 +31,7 @@ from ..options import SEED_MAX, check, option, options_of
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
+from ..run.readback import read_summary
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
 from ..tasks.readers import ReadOptions
@@ -455,11 +456,8 @@ def _header(setup: Setup, run: Path, run_cfg: RunConfig, cfg: EvalConfig) -> dic
 def _search_figures(run: Path) -> dict | None:
     """What the run's summary says of its search against gold: U found, U of the gold
     labelling, which failed (the search or the objective), and the concept test."""
-    try:
-        summary = files.read_json(run / SUMMARY)
-    except IcmError:
-        return None
-    if not isinstance(summary, dict):
+    summary = read_summary(run / SUMMARY)
+    if summary is None:
         return None
     keys = ("utility", "gold_utility", "diagnosis", "fresh_order", "concept", "batches")
     return {k: summary.get(k) for k in keys}
@@ -467,13 +465,10 @@ def _search_figures(run: Path) -> dict | None:
 
 def _run_cost(folder: Path) -> dict | None:
     """What the ICM search cost (from the run's summary.json)."""
-    try:
-        summary = files.read_json(folder / SUMMARY)
-    except IcmError:
+    summary = read_summary(folder / SUMMARY)
+    if summary is None:
         return None
-    if not isinstance(summary, dict):
-        return None
-    return {"model_calls": summary.get("model_calls"), "tokens": summary.get("tokens")}
+    return {"model_calls": summary["model_calls"], "tokens": summary["tokens"]}
 
 
 def _agree(labels: Sequence[int], gold: Sequence[int | None]) -> float | None:

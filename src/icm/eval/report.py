@@ -17,6 +17,7 @@ from ..errors import IcmError
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.plan import load_data
+from ..run.readback import read_summary
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
 
@@ -126,7 +127,7 @@ def render(folder: str | Path) -> str:
     run = RunFolder(folder)
     folder = run.path
     cfg = run.read_config()
-    summary = _read_json(folder / SUMMARY)
+    summary = read_summary(folder / SUMMARY)
     traces = _traces(folder)
     result = _read_json(folder / EVAL_JSON)
     labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []

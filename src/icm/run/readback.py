@@ -1,0 +1,132 @@
+"""summary.json as other commands read it back (report, eval, `icm.label`): every field they
+use checked for its type and range, as data files are. An edited or damaged summary is one
+line naming the file and the field, never a traceback or a figure drawn from a wrong value."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import files
+from ..errors import RunError
+from .checks import DIAGNOSES
+
+Spec = Any
+"""A field's type: 'number', 'count', 'text', 'any', a dict of fields, a one-item list (a list
+of those), or a tuple of choices (None among them: the field may be null)."""
+
+COST = {"calls": "count", "tokens": "count", "cached_tokens": "count", "seconds": "number"}
+CONCEPT = {
+    "verdict": "text",
+    "text": "text",
+    "p": ("number", None),
+    "effect": ("number", None),
+    "alpha": "number",
+    "batches": "count",
+}
+SUMMARY: dict[str, Spec] = {
+    "utility": "number",
+    "inconsistencies": "count",
+    "examples": "count",
+    "batches": "count",
+    "chains": "count",
+    "searched": "count",
+    "searched_share": "number",
+    "labels": {"true": "count", "false": "count"},
+    "agreement": ("number", None),
+    "iterations": "count",
+    "accepted": "count",
+    "model_calls": "count",
+    "tokens": "count",
+    "seconds": "number",
+    "warnings": ["text"],
+    "per_batch": [{"utility": "number", "examples": "count", "per_chain": [{"_": "any"}]}],
+}
+LATER: dict[str, Spec] = {
+    "cost": {"search": COST, "review": COST, "total": COST},
+    "wall_seconds": "number",
+    "concept": CONCEPT,
+    "gold_utility": ("number", None),
+    "diagnosis": ({"_": "count"}, None),
+    "fresh_order": ({"utility": "number", "gold_utility": "number"}, None),
+    "chain_agreement": "number",
+    "cached_tokens": "count",
+    "cached_share": "number",
+    "scores": "count",
+    "approximate_scores": "count",
+    "approximate_share": "number",
+}
+"""Fields a summary of an older run may lack; checked when present."""
+
+
+def problem(value: object, spec: Spec, name: str) -> str | None:
+    """What is wrong with `value` as `spec` (None: nothing), naming the field."""
+    if isinstance(spec, tuple):
+        if value is None and None in spec:
+            return None
+        return next((w for s in spec if s is not None for w in [problem(value, s, name)]), None)
+    if spec == "any":
+        return None
+    if spec in ("number", "count"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)  # type: ignore[arg-type]
+        if spec == "count":
+            ok = ok and isinstance(value, int) and value >= 0
+        return None if ok else f"'{name}' must be a {'count' if spec == 'count' else 'number'}"
+    if spec == "text":
+        return None if isinstance(value, str) else f"'{name}' must be text"
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            return f"'{name}' must be a list"
+        return next((w for v in value if (w := problem(v, spec[0], name + "[]"))), None)
+    if not isinstance(value, dict):
+        return f"'{name}' must be an object"
+    if "_" in spec:  # any keys, each value of one type
+        return next((w for k, v in value.items() if (w := problem(v, spec["_"], k))), None)
+    for k, s in spec.items():
+        if k not in value:
+            return f"'{name}.{k}' is missing"
+        why = problem(value[k], s, f"{name}.{k}")
+        if why:
+            return why
+    return None
+
+
+def summary_problem(summary: object) -> str | None:
+    if not isinstance(summary, dict):
+        return "not an object"
+    for k, spec in SUMMARY.items():
+        if k not in summary:
+            return f"'{k}' is missing"
+        why = problem(summary[k], spec, k)
+        if why:
+            return why
+    why = next(
+        (w for k, s in LATER.items() if k in summary and (w := problem(summary[k], s, k))), None
+    )
+    needs = {"cached_tokens": "cached_share", "approximate_scores": "approximate_share"}
+    needs |= {"chains": "chain_agreement"} if summary["chains"] > 1 else {}
+    for given, wanted in needs.items():
+        if why is None and summary.get(given) and wanted not in summary:
+            why = f"'{wanted}' is missing"
+    verdicts = (summary.get("concept") or {}).get("batch_verdicts") if why is None else None
+    if verdicts is not None:
+        why = problem(verdicts, {"_": "count"}, "concept.batch_verdicts")
+    fresh = summary.get("fresh_order") if why is None else None
+    for counts in (summary.get("diagnosis"), (fresh or {}).get("diagnosis")):
+        if why is None and isinstance(counts, dict) and not set(counts) <= set(DIAGNOSES):
+            why = f"'diagnosis' must name one of: {', '.join(DIAGNOSES)}"
+    return why
+
+
+def read_summary(path: Path) -> dict | None:
+    """summary.json, checked; None when the run has none yet."""
+    if not path.exists():
+        return None
+    summary = files.read_json(path, "run summary")
+    why = summary_problem(summary)
+    if why:
+        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
+    assert isinstance(summary, dict)
+    return summary
