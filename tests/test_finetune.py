@@ -57,7 +57,7 @@ def test_finetune_raises_the_icm_labels_and_loads_as_a_model(run, default_model,
     argv[3] = str(adapter)
     assert main([*argv, "--threads", "1", "--adapter", "--report-to", "tensorboard"]) == 0
     assert (adapter / "adapter_model.safetensors").stat().st_size < 20e6
-    losses = events(adapter / "tensorboard")["sft/loss"]  # the curve, read back
+    losses = events(adapter / "tensorboard")["train/loss"]  # the curve, read back
     saved = json.loads((adapter / META).read_text())
     assert len(losses) == 2 and losses[-1] == pytest.approx(saved["loss_last"], rel=1e-6)
     assert not (adapter / "model.safetensors").exists()
@@ -160,3 +160,12 @@ def test_reward_model_learns_the_icm_preferences(tmp_path):
     assert after.mean() > before.mean() + 0.1, (before, after)
     assert (after > 0).float().mean() > (before > 0).float().mean() or (after > 0).all()
     assert json.loads((out / META).read_text())["pairs"] == 8
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_training(labelled, tmp_path, capsys):
+    out = tmp_path / "model"
+    argv = ["finetune", str(labelled), "--out", str(out), "--report-to", "wandb"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--report-to wandb" in err and "pip install" in err
+    assert not out.exists()

@@ -12,10 +12,11 @@ from ..errors import ConfigError, pip_hint
 from .progress import Progress
 
 REPORT_TO = ("none", "tensorboard")
-"""Where `icm run` and `icm finetune` can send their curves."""
+"""Where `icm run` can send its curves."""
 TRAINER_REPORT_TO: tuple[str, ...] = (*REPORT_TO, "wandb", "mlflow", "comet_ml", "clearml")
 TRAINER_REPORT_TO += ("dvclive", "trackio", "swanlab", "neptune")
-"""Where `icm rl` can send its curves: the integrations of transformers' `report_to`."""
+"""Where `icm finetune` and `icm rl` can send their curves: the integrations of transformers'
+`report_to`."""
 LOGDIR = "tensorboard"
 """The folder of a run's event files."""
 
@@ -34,16 +35,6 @@ def check_report_to(name: str, option: str = "--report-to") -> None:
 
     if name not in get_available_reporting_integrations():
         raise ConfigError(f"{option} {name}: not installed here: {pip_hint(name)}")
-
-
-def write_curve(logdir: Path, tag: str, values: list[float]) -> None:
-    """`values` as one TensorBoard curve, step 1, 2, ... (a training run's losses)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(logdir))
-    for step, v in enumerate(values, start=1):
-        writer.add_scalar(tag, v, step)
-    writer.close()
 
 
 class Tracked(Progress):

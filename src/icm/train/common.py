@@ -1,13 +1,14 @@
-"""What both trainers share: options, the run's base model, LoRA, the loop and the atomic save."""
+"""What both trainers share: options, the run's base model, LoRA, TRL's trainer as both use it,
+and the atomic save."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
-import random
 import shutil
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -63,35 +64,90 @@ def add_lora(model, cfg: TrainConfig, task_type: str):
         return get_peft_model(model, lora)
 
 
-def train_loop(
-    model,
-    n: int,
-    loss_fn: Callable[[list[int]], torch.Tensor],
-    cfg: TrainConfig,
-) -> list[float]:
-    """AdamW over shuffled mini-batches of record indices; returns the loss of every step."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    rng = random.Random(cfg.seed)
-    steps = cfg.epochs * math.ceil(n / cfg.batch_size)
-    if cfg.max_steps is not None:
-        steps = min(steps, cfg.max_steps)
-    losses: list[float] = []
-    model.train()
-    while len(losses) < steps:
-        order = list(range(n))
-        rng.shuffle(order)
-        for k in range(0, n, cfg.batch_size):
-            if len(losses) >= steps:
-                break
-            loss = loss_fn(order[k : k + cfg.batch_size])
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            losses.append(float(loss.detach()))
+class LossCurve:
+    """The loss of every optimiser step, as the trainer logs it (logging_steps=1)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        curve = self
+
+        class Log(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **_):
+                if logs and "loss" in logs:
+                    curve.losses.append(float(logs["loss"]))
+
+        return Log()
+
+
+def fit(trainer_cls, config_cls, model, tok, rows: list[dict], cfg: TrainConfig, work: Path, **kw):
+    """Train `model` with TRL's trainer on pre-tokenised `rows` (what the model will be asked,
+    token for token); the loss of every step. Constant learning rate, no weight decay, gradients
+    clipped at 1 (AdamW as TRL runs it); checkpoints off, logs to `work/tensorboard` or the
+    integration `cfg.report_to` names."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    from ..run.tracking import LOGDIR
+
+    curve = LossCurve()
+    callbacks = [curve.callback()]
+    if cfg.report_to == "tensorboard":
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(SummaryWriter(str(work / LOGDIR))))
+    device = next(model.parameters()).device
+    args = config_cls(
+        output_dir=str(work / TRAINER_DIR),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        logging_steps=1,
+        save_strategy="no",
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to=cfg.report_to if cfg.report_to != "tensorboard" else "none",
+        disable_tqdm=True,
+        bf16=next(model.parameters()).dtype == torch.bfloat16,
+        use_cpu=device.type == "cpu",
+        dataloader_num_workers=0,
+        log_level="error",
+        **no_checkpointing(),
+        **kw,
+    )
+    trainer = trainer_cls(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # icm prints its own line
+    trainer.train()
     model.eval()
-    return losses
+    return curve.losses
+
+
+def no_checkpointing() -> dict:
+    """Activation checkpointing off (TRL turns it on by default: memory for time, which the
+    small models and batches icm trains do not need), by the name this transformers reads."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    new = "activation_checkpointing"
+    return {new if new in names else "gradient_checkpointing": False}
+
+
+TRAINER_DIR = ".trainer"
+"""The trainer's own folder inside the staging folder; removed before the model is moved in."""
 
 
 def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Tensor:
@@ -100,33 +156,29 @@ def pad(seqs: Sequence[list[int]], value: int, device: torch.device) -> torch.Te
     return torch.tensor([s + [value] * (width - len(s)) for s in seqs], device=device)
 
 
-def save_model(
-    model,
-    tokenizer,
-    out: str | Path,
-    meta: dict,
-    adapter: bool = False,
-    curve: list[float] | None = None,
-) -> None:
-    """Write the LoRA weights folded into the model (or, with `adapter`, the LoRA adapter alone)
-    + tokenizer + META to a temporary folder beside `out`, then move it into place: a
-    half-written model folder is never seen. `curve`: the losses, as TensorBoard events in
-    OUT/tensorboard (`--report-to tensorboard`)."""
+@contextmanager
+def staging(out: str | Path) -> Iterator[Path]:
+    """A folder beside `out` to train and save into, moved into place when the block ends
+    without an error: a half-written model folder is never seen, and none is left behind."""
     from ..export.write import replace_dir, temp_dir
-    from ..run.tracking import LOGDIR, write_curve
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir(out)
     try:
-        (model if adapter else model.merge_and_unload()).to("cpu").save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
-        if curve is not None:
-            write_curve(tmp / LOGDIR, f"{meta['kind']}/loss", curve)
+        yield tmp
+        shutil.rmtree(tmp / TRAINER_DIR, ignore_errors=True)
         replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(model, tokenizer, folder: Path, meta: dict, adapter: bool = False) -> None:
+    """Write the LoRA weights folded into the model (or, with `adapter`, the LoRA adapter alone),
+    the tokenizer and META into `folder`."""
+    (model if adapter else model.merge_and_unload()).to("cpu").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def meta(kind: str, source: str, base: str, cfg: TrainConfig, losses: list[float], **kw) -> dict:

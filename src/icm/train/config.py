@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..backends.options import DTYPES, threads_option, trust_option
 from ..files import TRAINED_META
 from ..options import SEED_MAX, option
+from ..run.tracking import TRAINER_REPORT_TO
 
 META = TRAINED_META
 """Written into every trained folder: what it was trained from and how."""
@@ -44,9 +45,9 @@ class TrainConfig:
     )
     report_to: str = option(
         "none",
-        "where the training curve goes: tensorboard writes the loss of every step to "
-        "OUT/tensorboard",
-        choices=("none", "tensorboard"),
+        "where the trainer's logs go, as transformers' report_to: tensorboard (to "
+        "OUT/tensorboard), wandb, mlflow and the others it supports, when installed",
+        choices=TRAINER_REPORT_TO,
     )
     trust_remote_code: bool = trust_option()
     threads: int | None = threads_option()

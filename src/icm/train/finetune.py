@@ -2,7 +2,8 @@
 
 A record is the zero-shot ICM prompt followed by the label word ICM chose, tokenised exactly as the
 scorer does (BOS if the tokenizer adds one, the prompt, then the label word); the loss is the
-cross-entropy of the label token(s) only, so the model learns the labels, not the claims. The LoRA
+cross-entropy of the label token(s) only, so the model learns the labels, not the claims. TRL's
+SFTTrainer trains it on the records as token ids and labels (nothing is re-tokenised). The LoRA
 weights are merged before saving, so the folder loads like any model: `icm run --model DIR`; with
 `adapter` only the adapter is saved, which `icm run --model DIR` loads on top of its base model.
 """
@@ -12,22 +13,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
 from ..backends.loading import adapter_base, load_pretrained, pick_dtype
 from ..backends.tokens import hf_head
-from ..errors import IcmError
+from ..errors import IcmError, pip_hint
 from ..run.labels import Labelled, load_labelled
 from .common import (
     TrainConfig,
     add_lora,
     base_model_path,
     check_out,
+    fit,
     meta,
-    pad,
     save_model,
     setup,
-    train_loop,
+    staging,
 )
 
 IGNORE = -100
@@ -63,23 +62,29 @@ def finetune_labels(
     device = setup(cfg)
     dtype = pick_dtype(cfg.dtype, device)
     tok, model = load_pretrained(base, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    records = [r for data in sets for r in encode(tok, data)]
+    rows = [
+        {"input_ids": prompt + label, "labels": [IGNORE] * len(prompt) + label}
+        for data in sets
+        for prompt, label in encode(tok, data)
+    ]
     model = add_lora(model.to(device), cfg, "CAUSAL_LM")
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-
-    def loss_fn(idx: list[int]) -> torch.Tensor:
-        seqs = [records[i][0] + records[i][1] for i in idx]
-        targets = [[IGNORE] * len(records[i][0]) + records[i][1] for i in idx]
-        ids = pad(seqs, pad_id, device)
-        mask = pad([[1] * len(s) for s in seqs], 0, device)
-        # transformers shifts the labels itself: position t predicts token t + 1.
-        return model(input_ids=ids, attention_mask=mask, labels=pad(targets, IGNORE, device)).loss
-
-    losses = train_loop(model, len(records), loss_fn, cfg)
-    info = meta("sft", source, base, cfg, losses, records=len(records))
-    curve = losses if cfg.report_to == "tensorboard" else None
-    save_model(model, tok, out, info, adapter=cfg.adapter, curve=curve)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    SFTConfig, SFTTrainer = trl_sft()
+    with staging(out) as folder:
+        # Rows come tokenised, label tokens alone in the loss; none is cut.
+        losses = fit(SFTTrainer, SFTConfig, model, tok, rows, cfg, folder, max_length=None)
+        info = meta("sft", source, base, cfg, losses, records=len(rows))
+        save_model(model, tok, folder, info, adapter=cfg.adapter)
     return info
+
+
+def trl_sft():
+    try:
+        from trl import SFTConfig, SFTTrainer
+    except ImportError as e:
+        raise IcmError(f"icm finetune trains with TRL: {pip_hint('trl')}") from e
+    return SFTConfig, SFTTrainer
 
 
 def finetune(

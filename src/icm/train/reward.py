@@ -4,7 +4,8 @@ The pairs are those of `icm export --format rm` (comparisons directly; claims IC
 against claims of the same question it labelled False). The loss is the Bradley-Terry one,
 -log sigmoid(r(prompt + chosen) - r(prompt + rejected) - m), with the margin m = 0 unless
 `margin` turns ICM's confidence in the pair into one (as TRL's RewardTrainer reads a `margin`
-column). LoRA on every linear layer plus a fully trained head; merged before saving, so the
+column). TRL's RewardTrainer trains it, on the texts tokenised as `rewards` reads them. LoRA on
+every linear layer plus a fully trained head; merged before saving, so the
 folder loads with `AutoModelForSequenceClassification.from_pretrained(DIR)`. Its META file
 records the form of the prompts it saw, so `icm rl` formats its prompts the same way.
 """
@@ -15,10 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from ..backends.loading import pick_dtype
-from ..errors import IcmError, ModelError
+from ..errors import IcmError, ModelError, pip_hint
 from ..export import Labelled, load_labelled, records
 from ..export.records import pair_confidence
 from .common import (
@@ -26,11 +26,12 @@ from .common import (
     add_lora,
     base_model_path,
     check_out,
+    fit,
     meta,
     pad,
     save_model,
     setup,
-    train_loop,
+    staging,
 )
 from .prompts import task_prompt_template
 
@@ -125,19 +126,33 @@ def train_reward_pairs(
     tok, rm = load_reward(base, pick_dtype(cfg.dtype, device), cfg.trust_remote_code)
     rm = add_lora(rm.to(device), cfg, "SEQ_CLS")
 
-    def loss_fn(idx: list[int]) -> torch.Tensor:
-        chosen = [pairs[i]["prompt"] + pairs[i]["chosen"] for i in idx]
-        rejected = [pairs[i]["prompt"] + pairs[i]["rejected"] for i in idx]
-        r = rewards(rm, tok, chosen + rejected, cfg.max_length)
-        margin = torch.tensor([m[i] for i in idx], device=r.device)
-        return -F.logsigmoid(r[: len(idx)] - r[len(idx) :] - margin).mean()
+    def ids(text: str) -> list[int]:  # as `rewards` reads a text when it scores one
+        return tok(text, truncation=True, max_length=cfg.max_length).input_ids
 
-    losses = train_loop(rm, len(pairs), loss_fn, cfg)
-    used = [x for x in m if x]
-    extra = {"pairs": len(pairs), "margin_mean": sum(used) / len(used) if used else 0.0, **info}
-    result = meta("reward", source, base, cfg, losses, **extra)
-    save_model(rm, tok, out, result, curve=losses if cfg.report_to == "tensorboard" else None)
+    rows = [
+        {
+            "chosen_ids": ids(p["prompt"] + p["chosen"]),
+            "rejected_ids": ids(p["prompt"] + p["rejected"]),
+            "margin": margin,
+        }
+        for p, margin in zip(pairs, m, strict=True)
+    ]
+    RewardConfig, RewardTrainer = trl_reward()
+    with staging(out) as folder:
+        losses = fit(RewardTrainer, RewardConfig, rm, tok, rows, cfg, folder, max_length=None)
+        used = [x for x in m if x]
+        extra = {"pairs": len(pairs), "margin_mean": sum(used) / len(used) if used else 0.0}
+        result = meta("reward", source, base, cfg, losses, **extra, **info)
+        save_model(rm, tok, folder, result)
     return result
+
+
+def trl_reward():
+    try:
+        from trl import RewardConfig, RewardTrainer
+    except ImportError as e:
+        raise IcmError(f"icm finetune --reward-model trains with TRL: {pip_hint('trl')}") from e
+    return RewardConfig, RewardTrainer
 
 
 def train_reward(

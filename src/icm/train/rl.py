@@ -47,6 +47,7 @@ from ..options import check, options_of
 from ..run.folder import LOCK, RunFolder, check_output
 from ..run.tracking import LOGDIR, check_report_to
 from ..tasks.readers import ReadOptions
+from .common import no_checkpointing
 from .config import META
 from .prompts import Prompt, load_prompts, pick_template
 from .reward import check_classifier, load_reward, rewards
@@ -332,10 +333,10 @@ def trl_args(job: Job) -> dict:
         report_to=cfg.report_to if cfg.report_to != "tensorboard" else "none",
         disable_tqdm=True,
         bf16=job.dtype == "bfloat16",
-        gradient_checkpointing=False,
         use_cpu=job.device.type == "cpu",
         dataloader_num_workers=0,
         log_level="error",
+        **no_checkpointing(),
     )
 
 
