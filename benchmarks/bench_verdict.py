@@ -20,7 +20,7 @@ report is drawn from the file (`--report-only`). The stated false-pass rate is c
 a simulation on the real null labellings: each null in turn tested against the others.
 
     .venv/bin/python benchmarks/bench_verdict.py                  # the full plan (hours)
-    .venv/bin/python benchmarks/bench_verdict.py --plan quick     # about 75 minutes on 2 cores
+    .venv/bin/python benchmarks/bench_verdict.py --plan quick     # about an hour on 2 cores
 
 Last line: verdict seeds=S no_concept_holds=k/S held_no_concept=k/S too_small=N:f,...
 stated_alpha=a tokens_x=N:t,...
@@ -177,7 +177,7 @@ PLANS = {
         (CONCEPTS, 24, 10),
         (CONCEPTS, 48, 1),
     ],
-    "quick": [(CONTROLS, 12, 6), (CONCEPTS, 12, 2), (CONCEPTS, 24, 2)],
+    "quick": [(CONTROLS, 12, 10), (CONCEPTS, 12, 2), (CONCEPTS, 24, 3)],
 }
 
 
