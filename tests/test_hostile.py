@@ -201,13 +201,16 @@ def test_a_bad_option_is_one_line_and_writes_nothing(extra, named, tmp_path, cap
     assert not out.exists()
 
 
-def test_a_hand_edited_config_is_checked_on_resume(done, capsys):
+def test_a_hand_edited_config_is_checked_on_resume(done):
     run, _ = done
     cfg = json.loads((run / "config.json").read_text())
     cfg["search"]["alpha"] = -3
     (run / "config.json").write_text(json.dumps(cfg))
-    assert main(["run", "--resume", str(run)]) == 2
-    assert "config.json" in (err := one_line(capsys)) and "--alpha" in err
+    before = tree(run)
+    r = run_cli("run", "--resume", str(run))  # as a user runs it: its own process and stderr
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("icm: "), r
+    assert "config.json" in r.stderr and "--alpha" in r.stderr
+    assert tree(run) == before
 
 
 # -- 3. a resume checks what it resumes ------------------------------------------------------------
