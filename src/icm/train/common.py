@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 from ..errors import IcmError, RunError, pip_hint
 from ..options import check
@@ -64,26 +65,40 @@ def add_lora(model, cfg: TrainConfig, task_type: str):
         return get_peft_model(model, lora)
 
 
-class LossCurve:
+class LossCurve(TrainerCallback):
     """The loss of every optimiser step, as the trainer logs it (logging_steps=1)."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
 
-    def callback(self):
-        from transformers import TrainerCallback
-
-        curve = self
-
-        class Log(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **_):
-                if logs and "loss" in logs:
-                    curve.losses.append(float(logs["loss"]))
-
-        return Log()
+    def on_log(self, args, state, control, logs=None, **_):
+        if logs and "loss" in logs:
+            self.losses.append(float(logs["loss"]))
 
 
-def fit(trainer_cls, config_cls, model, tok, rows: list[dict], cfg: TrainConfig, work: Path, **kw):
+def trl_trainer(reward: bool) -> tuple[type, type]:
+    """TRL's config and trainer classes (the reward model's, or supervised fine-tuning's), or
+    one line on how to install TRL."""
+    try:
+        from trl import RewardConfig, RewardTrainer, SFTConfig, SFTTrainer
+    except ImportError as e:
+        command = "icm finetune --reward-model" if reward else "icm finetune"
+        raise IcmError(f"{command} trains with TRL: {pip_hint('trl')}") from e
+    return (RewardConfig, RewardTrainer) if reward else (SFTConfig, SFTTrainer)
+
+
+def tensorboard(report_to: str, folder: Path) -> list:
+    """TensorBoard's callback writing to `folder` when `report_to` names it (transformers' own
+    would write to ./runs, outside the output folder)."""
+    if report_to != "tensorboard":
+        return []
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return [TensorBoardCallback(SummaryWriter(str(folder)))]
+
+
+def fit(config_cls, trainer_cls, model, tok, rows: list[dict], cfg: TrainConfig, work: Path, **kw):
     """Train `model` with TRL's trainer on pre-tokenised `rows` (what the model will be asked,
     token for token); the loss of every step. Constant learning rate, no weight decay, gradients
     clipped at 1 (AdamW as TRL runs it); checkpoints off, logs to `work/tensorboard` or the
@@ -94,12 +109,7 @@ def fit(trainer_cls, config_cls, model, tok, rows: list[dict], cfg: TrainConfig,
     from ..run.tracking import LOGDIR
 
     curve = LossCurve()
-    callbacks = [curve.callback()]
-    if cfg.report_to == "tensorboard":
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
-
-        callbacks.append(TensorBoardCallback(SummaryWriter(str(work / LOGDIR))))
+    callbacks = [curve, *tensorboard(cfg.report_to, work / LOGDIR)]
     device = next(model.parameters()).device
     args = config_cls(
         output_dir=str(work / TRAINER_DIR),

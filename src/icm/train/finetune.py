@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..backends.loading import adapter_base, load_pretrained, pick_dtype
 from ..backends.tokens import hf_head
-from ..errors import IcmError, pip_hint
+from ..errors import IcmError
 from ..run.labels import Labelled, load_labelled
 from .common import (
     TrainConfig,
@@ -27,6 +27,7 @@ from .common import (
     save_model,
     setup,
     staging,
+    trl_trainer,
 )
 
 IGNORE = -100
@@ -70,21 +71,13 @@ def finetune_labels(
     model = add_lora(model.to(device), cfg, "CAUSAL_LM")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    SFTConfig, SFTTrainer = trl_sft()
+    classes = trl_trainer(reward=False)
     with staging(out) as folder:
         # Rows come tokenised, label tokens alone in the loss; none is cut.
-        losses = fit(SFTTrainer, SFTConfig, model, tok, rows, cfg, folder, max_length=None)
+        losses = fit(*classes, model, tok, rows, cfg, folder, max_length=None)
         info = meta("sft", source, base, cfg, losses, records=len(rows))
         save_model(model, tok, folder, info, adapter=cfg.adapter)
     return info
-
-
-def trl_sft():
-    try:
-        from trl import SFTConfig, SFTTrainer
-    except ImportError as e:
-        raise IcmError(f"icm finetune trains with TRL: {pip_hint('trl')}") from e
-    return SFTConfig, SFTTrainer
 
 
 def finetune(

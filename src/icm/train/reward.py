@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..backends.loading import pick_dtype
-from ..errors import IcmError, ModelError, pip_hint
+from ..errors import IcmError, ModelError
 from ..export import Labelled, load_labelled, records
 from ..export.records import pair_confidence
 from .common import (
@@ -32,6 +32,7 @@ from .common import (
     save_model,
     setup,
     staging,
+    trl_trainer,
 )
 from .prompts import task_prompt_template
 
@@ -137,22 +138,14 @@ def train_reward_pairs(
         }
         for p, margin in zip(pairs, m, strict=True)
     ]
-    RewardConfig, RewardTrainer = trl_reward()
+    classes = trl_trainer(reward=True)
     with staging(out) as folder:
-        losses = fit(RewardTrainer, RewardConfig, rm, tok, rows, cfg, folder, max_length=None)
+        losses = fit(*classes, rm, tok, rows, cfg, folder, max_length=None)
         used = [x for x in m if x]
         extra = {"pairs": len(pairs), "margin_mean": sum(used) / len(used) if used else 0.0}
         result = meta("reward", source, base, cfg, losses, **extra, **info)
         save_model(rm, tok, folder, result)
     return result
-
-
-def trl_reward():
-    try:
-        from trl import RewardConfig, RewardTrainer
-    except ImportError as e:
-        raise IcmError(f"icm finetune --reward-model trains with TRL: {pip_hint('trl')}") from e
-    return RewardConfig, RewardTrainer
 
 
 def train_reward(

@@ -47,7 +47,7 @@ from ..options import check, options_of
 from ..run.folder import LOCK, RunFolder, check_output
 from ..run.tracking import LOGDIR, check_report_to
 from ..tasks.readers import ReadOptions
-from .common import no_checkpointing
+from .common import no_checkpointing, tensorboard
 from .config import META
 from .prompts import Prompt, load_prompts, pick_template
 from .reward import check_classifier, load_reward, rewards
@@ -368,21 +368,13 @@ def build_trainer(job: Job, show: bool):
         train_dataset=Dataset.from_list([{"prompt": p.text} for p in job.prompts]),
         processing_class=job.tok,
         peft_config=lora,
-        callbacks=[Progress(job.out / PROGRESS, show), *tensorboard(job)],
+        callbacks=[
+            Progress(job.out / PROGRESS, show),
+            *tensorboard(job.cfg.report_to, job.out / LOGDIR),
+        ],
     )
     trainer.remove_callback(PrinterCallback)  # the Progress lines say it in fewer words
     return trainer
-
-
-def tensorboard(job: Job) -> list:
-    """TRL's logs as TensorBoard events in OUT/tensorboard (transformers' own callback would
-    write to ./runs, outside the output folder)."""
-    if job.cfg.report_to != "tensorboard":
-        return []
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
-    return [TensorBoardCallback(SummaryWriter(str(job.out / LOGDIR)))]
 
 
 def publish(model, tok, out: Path, adapter: bool) -> None:
