@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from . import files
+from .commands import DEMO_CLAIMS, DEMO_HELD_OUT
 from .core.search import SearchConfig
 from .errors import ConfigError, RunError, pip_hint
 from .run.config import RunConfig
@@ -54,10 +55,7 @@ NOUNS = [
 ADJECTIVES = ["red", "big", "small", "old", "happy", "fast", "green", "quiet", "cold", "bright"]
 ASKING = ("Where is", "What is", "Why is", "How big is", "Who found")
 PLACES = ("here", "outside", "at home", "on the table", "very nice")
-TRAIN, TEST = 24, 32
-"""Claims labelled and held out. 24: the concept test tells the demo concept from none at 24
-claims on every seed measured, and is too small to tell on half the seeds at 12
-(benchmarks/bench_verdict.py)."""
+TRAIN, TEST = DEMO_CLAIMS, DEMO_HELD_OUT
 
 
 def make_demo_rows(n: int, seed: int) -> list[dict]:
