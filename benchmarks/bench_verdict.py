@@ -21,6 +21,7 @@ a simulation on the real null labellings: each null in turn tested against the o
 
     .venv/bin/python benchmarks/bench_verdict.py                  # the full plan (hours)
     .venv/bin/python benchmarks/bench_verdict.py --plan quick     # about an hour on 2 cores
+    .venv/bin/python benchmarks/bench_verdict.py --plan targets   # quick, then 1.5 h more
 
 Last line: verdict seeds=S no_concept_holds=k/S held_no_concept=k/S too_small=N:f,...
 stated_alpha=a tokens_x=N:t,...
@@ -178,6 +179,14 @@ PLANS = {
         (CONCEPTS, 48, 1),
     ],
     "quick": [(CONTROLS, 12, 10), (CONCEPTS, 12, 2), (CONCEPTS, 24, 3)],
+    # quick, then the 20 concept seeds at 24 claims the target needs and one run at 48 for
+    # the cost: about an hour and a half more on 2 cores
+    "targets": [
+        (CONTROLS, 12, 10),
+        (CONCEPTS, 12, 2),
+        (CONCEPTS, 24, 10),
+        (("demo",), 48, 1),
+    ],
 }
 
 
