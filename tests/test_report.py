@@ -177,3 +177,70 @@ def test_cli_report(run, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+COMPARE = {
+    "a": "policy-a",
+    "b": "policy-b",
+    "judge": {"kind": "icm-run", "path": "runs/x", "demos": 4},
+    "prompts": "prompts.jsonl",
+    "too_long": 0,
+    "overall": {"n": 4, "a_wins": 2, "b_wins": 1, "ties": 1, "win_rate": 0.625, "ci95": [0.25, 1]},
+    "categories": {},
+    "mean_length": {"a": 12.0, "b": 9.5},
+    "identical": 0,
+    "position": None,
+}
+
+
+def _edits(result: dict) -> list[tuple[str, str, object]]:
+    """(file, what is wrong, the edited object): one field of each class per case."""
+    m = next(iter(result["methods"]))
+
+    def edit(path: list, value: object, base: dict) -> dict:
+        d = json.loads(json.dumps(base))
+        at = d
+        for k in path[:-1]:
+            at = at[k]
+        if value is KeyError:
+            del at[path[-1]]
+        else:
+            at[path[-1]] = value
+        return d
+
+    return [
+        ("eval.json", "demos.count", edit(["demos", "count"], "8", result)),
+        ("eval.json", "methods", edit(["methods"], [], result)),
+        ("eval.json", "accuracy", edit(["methods", m, "accuracy"], None, result)),
+        ("eval.json", "ci95", edit(["methods", m, "ci95"], [0.1], result)),
+        ("eval.json", "title", edit(["methods", m, "title"], KeyError, result)),
+        ("eval.json", "correct", edit(["methods", m, "correct"], -1, result)),
+        ("eval.json", "diagnosis", edit(["search", "diagnosis"], {"luck": 1}, result)),
+        ("eval.json", "object", [result]),
+        ("compare.json", "overall.win_rate", edit(["overall", "win_rate"], "high", COMPARE)),
+        ("compare.json", "ci95", edit(["overall", "ci95"], [0, 1, 2], COMPARE)),
+        ("compare.json", "judge.path", edit(["judge", "path"], KeyError, COMPARE)),
+        ("compare.json", "categories", edit(["categories"], {"x": {"n": 1}}, COMPARE)),
+    ]
+
+
+@pytest.mark.slow
+def test_edited_eval_and_compare_results_are_refused_in_one_line(run, tmp_path, capsys):
+    """Every field the report reads from eval.json and compare.json is checked: an edited file
+    is one line naming the file and the field, and no page is written."""
+    folder = tmp_path / "run"
+    shutil.copytree(run.path, folder)
+    result = json.loads((folder / "eval.json").read_text())
+    files.write_json(folder / "compare.json", COMPARE)
+    assert main(["report", str(folder), "--out", str(tmp_path / "ok.html")]) == 0
+    assert "policy-a" in (tmp_path / "ok.html").read_text()
+    capsys.readouterr()
+    for name, field, edited in _edits(result):
+        files.write_json(folder / "eval.json", result)
+        files.write_json(folder / "compare.json", COMPARE)
+        files.write_json(folder / name, edited)
+        out = tmp_path / f"{name}-{field}.html"
+        assert main(["report", str(folder), "--out", str(out)]) != 0, (name, field)
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and name in err and field in err, err
+        assert "Traceback" not in err and not out.exists()

@@ -24,6 +24,7 @@ from .. import files
 from ..errors import IcmError
 from ..options import check, options_of
 from ..run.folder import RunFolder, check_output
+from ..run.readback import read_checked
 from ..tasks.readers import ReadOptions
 from ..train.prompts import Prompt, load_prompts, pick_template
 from ..train.rlconfig import CompareConfig
@@ -31,6 +32,27 @@ from .icl import Resamples, interval
 
 COMPARE_JSON, COMPARE_MD, COMPARE_PNG = "compare.json", "compare.md", "compare.png"
 KIND = "icm compare"
+_WINS = {
+    "n": "count",
+    "a_wins": "count",
+    "b_wins": "count",
+    "ties": "count",
+    "win_rate": "number",
+    "ci95": ("pair", None),
+}
+RESULT = {
+    "a": "text",
+    "b": "text",
+    "judge": {"kind": "text", "path": "text", "demos?": "count"},
+    "prompts": "text",
+    "too_long": "count",
+    "overall": _WINS,
+    "categories": {"_": _WINS},
+    "mean_length": {"a": "number", "b": "number"},
+    "identical": "count",
+    "position": ({"first_shown_wins": "number", "orders_agree": "number"}, None),
+}
+"""What the readers of compare.json (`icm report`) use, checked on read."""
 
 
 def _is_compare(path: Path) -> bool:
@@ -236,6 +258,11 @@ def markdown(result: dict) -> str:
             f"{_pct(pos['orders_agree'])} of the pairs."
         )
     return "\n".join(lines) + "\n"
+
+
+def read_result(path: Path) -> dict | None:
+    """compare.json as `icm compare` wrote it, checked; None when there is none."""
+    return read_checked(path, RESULT, "comparison")
 
 
 def write(result: dict, out: str | Path) -> list[Path]:

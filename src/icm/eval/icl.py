@@ -31,7 +31,7 @@ from ..options import SEED_MAX, check, option, options_of
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
-from ..run.readback import read_summary
+from ..run.readback import CONCEPT, diagnosis_problem, read_checked, read_summary
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
 from ..tasks.readers import ReadOptions
@@ -48,6 +48,52 @@ TITLES = {
     "icm": "ICM",
 }
 EVAL_JSON, EVAL_MD, EVAL_PNG = "eval.json", "eval.md", "eval.png"
+_SCORE = {
+    "accuracy": "number",
+    "ci95": "pair",
+    "correct": "count",
+    "n": "count",
+    "pgr?": ("number", None),
+    "pgr_ci95?": ("pair", None),
+}
+_COST = (
+    {"model_calls?": ("count", None), "tokens?": ("count", None), "rounds_text?": "text"},
+    None,
+)
+RESULT = {
+    "task": "text",
+    "model": "text",
+    "test": "text",
+    "test_claims": "count",
+    "test_groups": "count",
+    "test_true": "count",
+    "demos": {"count": "count", "tokens": "count", "dropped_overlap?": ("count", None)},
+    "icm_agreement": {"demos": ("number", None), "run": ("number", None)},
+    "methods": {
+        "_": {
+            **_SCORE,
+            "title": "text",
+            "auc": ("number", None),
+            "demos": "count",
+            "demo_true": "count",
+            "label_cost?": _COST,
+            "eval_cost?": _COST,
+            "joint?": _SCORE,
+        }
+    },
+    "search?": (
+        {
+            "utility?": ("number", None),
+            "gold_utility?": ("number", None),
+            "diagnosis?": ({"_": "count"}, None),
+            "fresh_order?": ({"utility": "number", "gold_utility": "number"}, None),
+            "concept?": (CONCEPT, None),
+            "batches?": ("count", None),
+        },
+        None,
+    ),
+}
+"""What the readers of eval.json (`icm report`) use, checked on read."""
 
 
 @dataclass
@@ -572,6 +618,17 @@ def overlap_text(result: dict) -> str:
         f"{d['dropped_overlap']} of the run's labelled claims were left out as demonstrations: "
         "they share a question with a test claim (or are one)."
     )
+
+
+def read_result(path: Path) -> dict | None:
+    """eval.json as `icm eval` wrote it, checked; None when there is none."""
+    result = read_checked(path, RESULT, "evaluation")
+    search = (result or {}).get("search") or {}
+    why = diagnosis_problem(search.get("diagnosis"), "search.diagnosis")
+    why = why or diagnosis_problem((search.get("fresh_order") or {}).get("diagnosis"), "fresh")
+    if why:
+        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
+    return result
 
 
 def write(result: dict, out: str | Path) -> list[Path]:

@@ -18,7 +18,7 @@ from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.plan import load_data
 from ..run.readback import read_summary
-from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text
+from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text, read_result
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
 
 REPORT = "report.html"
@@ -95,15 +95,6 @@ def _traces(folder: Path) -> dict[str, list[dict]]:
     return out
 
 
-def _read_json(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    d = files.read_json(path)
-    if not isinstance(d, dict):
-        raise IcmError(f"{path}: expected a JSON object")
-    return d
-
-
 def _claims(cfg) -> dict[str, tuple[str, int | None]]:
     """uid -> (prompt, gold), from the run's data file when it can still be read."""
     try:
@@ -129,7 +120,7 @@ def render(folder: str | Path) -> str:
     cfg = run.read_config()
     summary = read_summary(folder / SUMMARY)
     traces = _traces(folder)
-    result = _read_json(folder / EVAL_JSON)
+    result = read_result(folder / EVAL_JSON)
     labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
     parts = [
         f"<h1>ICM run {escape(folder.name)}</h1>",
@@ -287,9 +278,10 @@ def _compare(folder: Path) -> str:
     """The head-to-head of two policies (`icm compare --out RUN`), when the run has one."""
     from .compare import COMPARE_JSON
     from .compare import markdown as compare_markdown
+    from .compare import read_result as read_compare
 
-    result = _read_json(folder / COMPARE_JSON)
-    if not result or not isinstance(result.get("overall"), dict):
+    result = read_compare(folder / COMPARE_JSON)
+    if not result:
         return ""
     head = compare_markdown(result).split("\n\n")[1]
     rows = []

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .. import files
 from ..errors import RunError
 from .checks import DIAGNOSES
 
 Spec = Any
-"""A field's type: 'number', 'count', 'text', 'any', a dict of fields, a one-item list (a list
-of those), or a tuple of choices (None among them: the field may be null)."""
+"""A field's type: 'number', 'count', 'text', 'any', 'pair' (two numbers: an interval), a dict
+of fields (a name ending in '?' may be absent), a one-item list (a list of those), or a tuple of
+choices (None among them: the field may be null)."""
 
 COST = {"calls": "count", "tokens": "count", "cached_tokens": "count", "seconds": "number"}
 CONCEPT = {
@@ -76,6 +77,10 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
         return None if ok else f"'{name}' must be a {'count' if spec == 'count' else 'number'}"
     if spec == "text":
         return None if isinstance(value, str) else f"'{name}' must be text"
+    if spec == "pair":
+        ok = isinstance(value, list) and len(value) == 2
+        ok = ok and not any(problem(v, "number", name) for v in cast(list, value))
+        return None if ok else f"'{name}' must be a pair of numbers"
     if isinstance(spec, list):
         if not isinstance(value, list):
             return f"'{name}' must be a list"
@@ -83,9 +88,14 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
     if not isinstance(value, dict):
         return f"'{name}' must be an object"
     if "_" in spec:  # any keys, each value of one type
-        return next((w for k, v in value.items() if (w := problem(v, spec["_"], k))), None)
-    for k, s in spec.items():
+        return next(
+            (w for k, v in value.items() if (w := problem(v, spec["_"], f"{name}.{k}"))), None
+        )
+    for key, s in spec.items():
+        k = key.rstrip("?")
         if k not in value:
+            if key.endswith("?"):
+                continue
             return f"'{name}.{k}' is missing"
         why = problem(value[k], s, f"{name}.{k}")
         if why:
@@ -115,9 +125,28 @@ def summary_problem(summary: object) -> str | None:
         why = problem(verdicts, {"_": "count"}, "concept.batch_verdicts")
     fresh = summary.get("fresh_order") if why is None else None
     for counts in (summary.get("diagnosis"), (fresh or {}).get("diagnosis")):
-        if why is None and isinstance(counts, dict) and not set(counts) <= set(DIAGNOSES):
-            why = f"'diagnosis' must name one of: {', '.join(DIAGNOSES)}"
+        why = why or diagnosis_problem(counts, "diagnosis")
     return why
+
+
+def diagnosis_problem(counts: object, name: str) -> str | None:
+    """A diagnosis's verdicts must be ones icm names."""
+    if isinstance(counts, dict) and not set(counts) <= set(DIAGNOSES):
+        return f"'{name}' must name one of: {', '.join(DIAGNOSES)}"
+    return None
+
+
+def read_checked(path: Path, spec: dict[str, Spec], what: str) -> dict | None:
+    """A JSON object icm wrote (eval.json, compare.json), every field a reader uses checked
+    against `spec`; None when the file is not there."""
+    if not path.exists():
+        return None
+    d = files.read_json(path, what)
+    why = problem(d, spec, path.stem)
+    if why:
+        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
+    assert isinstance(d, dict)
+    return d
 
 
 def read_summary(path: Path) -> dict | None:
