@@ -24,7 +24,7 @@ from .. import files
 from ..errors import IcmError
 from ..options import check, options_of
 from ..run.folder import RunFolder, check_output
-from ..run.readback import read_checked
+from ..run.readback import problem, read_checked
 from ..tasks.readers import ReadOptions
 from ..train.prompts import Prompt, load_prompts, pick_template
 from ..train.rlconfig import CompareConfig
@@ -262,7 +262,7 @@ def markdown(result: dict) -> str:
 
 def read_result(path: Path) -> dict | None:
     """compare.json as `icm compare` wrote it, checked; None when there is none."""
-    return read_checked(path, RESULT, "comparison")
+    return read_checked(path, "comparison", lambda d: problem(d, RESULT, "compare"))
 
 
 def write(result: dict, out: str | Path) -> list[Path]:

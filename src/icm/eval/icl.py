@@ -31,7 +31,7 @@ from ..options import SEED_MAX, check, option, options_of
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
-from ..run.readback import CONCEPT, diagnosis_problem, read_checked, read_summary
+from ..run.readback import CONCEPT, diagnosis_problem, problem, read_checked, read_summary
 from ..tasks import Dataset, Task, resolve_task
 from ..tasks.base import parse_label
 from ..tasks.readers import ReadOptions
@@ -620,15 +620,18 @@ def overlap_text(result: dict) -> str:
     )
 
 
+def result_problem(result: object) -> str | None:
+    """What is wrong with an eval.json's fields (None: nothing)."""
+    why = problem(result, RESULT, "eval")
+    search = (cast(dict, result).get("search") or {}) if why is None else {}
+    why = why or diagnosis_problem(search.get("diagnosis"), "search.diagnosis")
+    fresh = (search.get("fresh_order") or {}).get("diagnosis")
+    return why or diagnosis_problem(fresh, "search.fresh_order.diagnosis")
+
+
 def read_result(path: Path) -> dict | None:
     """eval.json as `icm eval` wrote it, checked; None when there is none."""
-    result = read_checked(path, RESULT, "evaluation")
-    search = (result or {}).get("search") or {}
-    why = diagnosis_problem(search.get("diagnosis"), "search.diagnosis")
-    why = why or diagnosis_problem((search.get("fresh_order") or {}).get("diagnosis"), "fresh")
-    if why:
-        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
-    return result
+    return read_checked(path, "evaluation", result_problem)
 
 
 def write(result: dict, out: str | Path) -> list[Path]:

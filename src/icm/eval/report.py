@@ -285,7 +285,7 @@ def _compare(folder: Path) -> str:
         return ""
     head = compare_markdown(result).split("\n\n")[1]
     rows = []
-    for name, s in [("all", result["overall"]), *result.get("categories", {}).items()]:
+    for name, s in [("all", result["overall"]), *result["categories"].items()]:
         lo, hi = s["ci95"] or (None, None)  # a [lo, hi] pair or null: both set or neither
         span = "-" if lo is None else f"{100 * lo:.1f} - {100 * cast(float, hi):.1f}"
         rows.append(

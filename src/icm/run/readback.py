@@ -5,6 +5,7 @@ line naming the file and the field, never a traceback or a figure drawn from a w
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -136,13 +137,13 @@ def diagnosis_problem(counts: object, name: str) -> str | None:
     return None
 
 
-def read_checked(path: Path, spec: dict[str, Spec], what: str) -> dict | None:
-    """A JSON object icm wrote (eval.json, compare.json), every field a reader uses checked
-    against `spec`; None when the file is not there."""
+def read_checked(path: Path, what: str, why_not: Callable[[object], str | None]) -> dict | None:
+    """A JSON object icm wrote (summary.json, eval.json, compare.json), refused in one line
+    when `why_not` finds a field wrong; None when the file is not there."""
     if not path.exists():
         return None
     d = files.read_json(path, what)
-    why = problem(d, spec, path.stem)
+    why = why_not(d)
     if why:
         raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
     assert isinstance(d, dict)
@@ -151,11 +152,4 @@ def read_checked(path: Path, spec: dict[str, Spec], what: str) -> dict | None:
 
 def read_summary(path: Path) -> dict | None:
     """summary.json, checked; None when the run has none yet."""
-    if not path.exists():
-        return None
-    summary = files.read_json(path, "run summary")
-    why = summary_problem(summary)
-    if why:
-        raise RunError(f"{path}: {why} (not what icm writes: was it edited?)")
-    assert isinstance(summary, dict)
-    return summary
+    return read_checked(path, "run summary", summary_problem)
