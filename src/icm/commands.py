@@ -17,8 +17,8 @@ from .run.config import preset_differences
 
 DEMO_CLAIMS, DEMO_HELD_OUT = 24, 32
 """The demo's claims labelled and held out. 24: the concept test tells the demo concept from
-none at 24 claims on every seed measured, and is too small to tell on half the seeds at 12
-(benchmarks/bench_verdict.py)."""
+none at 24 claims on 7 of 10 seeds (never "no concept"), and at 12 is mostly too small to tell;
+48 claims take about seven times as long (benchmarks/bench_verdict.py)."""
 
 PROGRESS = {"off": "no progress bar"}
 
