@@ -228,6 +228,45 @@ def test_a_data_set_in_the_local_hugging_face_cache_is_read_offline(tmp_path, mo
         task.load("hf:bad name!")
 
 
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("hf:../claims", "expected hf:NAME"),  # a path, not a name on the Hub
+        ("hf:.claims", "expected hf:NAME"),
+        ("hf:a/b/c", "expected hf:NAME"),
+        ("hf:org/claims:../x", "'../x' is not a split name"),
+        ("hf:org/claims:a:b", "'a:b' is not a split name"),
+        ("hf:here", "here is a local path here: pass it as --data here"),
+    ],
+)
+def test_an_hf_name_is_a_name_on_the_hub_never_a_path(tmp_path, monkeypatch, source, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here").mkdir()  # datasets would read a local folder of that name
+    with pytest.raises(ConfigError, match=message):
+        read_rows(source)
+
+
+def test_a_datasets_folder_never_reads_outside_itself(tmp_path):
+    outside = write(tmp_path / "outside", ROWS, "datasets")
+    folder = tmp_path / "inner" / "ds"
+    folder.mkdir(parents=True)
+    (folder / "dataset_dict.json").write_text(json.dumps({"splits": ["../../outside/train"]}))
+    assert (folder / "../../outside/train").is_dir()  # a split that points at real data
+    with pytest.raises(DataError, match=r"dataset_dict.json: field 'splits'"):
+        read_rows(folder)
+    assert len(read_rows(outside)[0]) == len(ROWS)
+
+
+@pytest.mark.parametrize("kind", ["json", "jsonl"])
+def test_a_key_named_twice_in_a_row_is_refused(tmp_path, kind):
+    """Parsers disagree on which of two values wins; icm takes neither."""
+    row = '{"question": "Q", "choice": "A", "label": 1, "consistency_id": 0, "label": 0}'
+    path = tmp_path / f"d.{kind}"
+    path.write_text(f"[{row}]" if kind == "json" else row + "\n")
+    with pytest.raises(DataError, match="the key 'label' appears twice in one object"):
+        read_rows(path)
+
+
 def test_a_changed_file_of_any_format_is_noticed_on_resume(tmp_path):
     """The plan's fingerprint is of the rows read, whatever the format."""
     from icm.run.folder import data_fingerprints

@@ -2,7 +2,8 @@
 
 Readers refuse what is not a plain file (a FIFO would hang, /dev/zero never ends), refuse files
 too large to hold in memory, split JSON Lines on "\\n" only (U+2028 and U+0085 are legal inside a
-JSON string), and refuse the non-JSON constants NaN and Infinity. Every problem is one
+JSON string), and refuse the non-JSON constants NaN and Infinity and an object that names a key
+twice (parsers disagree on which value wins). Every problem is one
 `DataError` line naming the file and the line.
 
 Writers replace a file atomically (a reader sees the old file or the new one, never half of one)
@@ -35,10 +36,22 @@ def _no_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _object(pairs: list[tuple[str, object]]) -> dict:
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"the key {key!r} appears twice in one object")
+            seen.add(key)
+    return out
+
+
 def loads(text: str) -> object:
-    """json.loads without NaN and Infinity; any failure is a ValueError with a short reason."""
+    """json.loads without NaN, Infinity or a key named twice in one object; any failure is a
+    ValueError with a short reason."""
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, object_pairs_hook=_object)
     except json.JSONDecodeError as e:
         raise ValueError(f"line {e.lineno}: {e.msg}") from e
     except RecursionError as e:

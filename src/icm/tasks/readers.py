@@ -31,6 +31,8 @@ HF = "hf:"
 """The prefix of a data set named in the local Hugging Face cache: `hf:NAME[:SPLIT]`."""
 TEXT_SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 TABLE_SUFFIXES = {".parquet": "parquet", ".pq": "parquet"}
+_SPLIT = re.compile(r"\w[\w.-]*")
+"""A split's name as `datasets` writes one: no path separator, no leading dot."""
 
 
 @dataclass
@@ -192,6 +194,7 @@ def _dataset(source: str, kind: str, split: str | None) -> list[dict]:
             raise DataError(
                 f"{source}: is a folder, not a data file or a `datasets` folder (save_to_disk)"
             )
+        _check_splits(source)
         try:
             loaded = datasets.load_from_disk(source)
         except Exception as e:  # noqa: BLE001 - a folder that is no saved data set
@@ -210,8 +213,13 @@ def _cached(source: str, split: str | None) -> Any:
     import datasets
 
     name, _, named_split = source[len(HF) :].partition(":")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+    parts = name.split("/")
+    if len(parts) > 2 or not all(re.fullmatch(r"\w[\w.-]*", p) for p in parts):
         raise ConfigError(f"{source}: expected hf:NAME or hf:NAME:SPLIT, e.g. hf:org/claims:train")
+    if named_split and not _SPLIT.fullmatch(named_split):
+        raise ConfigError(f"{source}: {named_split!r} is not a split name, e.g. hf:org/claims:test")
+    if Path(name).exists():  # datasets would read a local folder of that name, not the cache
+        raise ConfigError(f"{source}: {name} is a local path here: pass it as --data {name}")
     if named_split and split and named_split != split:
         raise ConfigError(f"{source}: names split {named_split!r} but --split is {split!r}")
     offline = {"HF_HUB_OFFLINE": True, "HF_DATASETS_OFFLINE": True}
@@ -235,6 +243,20 @@ def _cached(source: str, split: str | None) -> Any:
         datasets.logging.set_verbosity(verbosity)
         for k, v in saved.items():
             setattr(datasets.config, k, v)
+
+
+def _check_splits(source: str) -> None:
+    """A folder's dataset_dict.json names its splits' subfolders: each must be a plain name, so
+    that reading the folder never reads outside it."""
+    index = Path(source) / "dataset_dict.json"
+    if not index.is_file():
+        return
+    loaded = files.read_json(index, "datasets index")
+    splits = loaded.get("splits") if isinstance(loaded, dict) else None
+    if not isinstance(splits, list) or not all(
+        isinstance(n, str) and _SPLIT.fullmatch(n) for n in splits
+    ):
+        raise DataError(f"{index}: field 'splits': expected a list of split names")
 
 
 def _pick_split(source: str, loaded: Any, split: str | None) -> Any:
