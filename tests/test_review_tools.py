@@ -91,6 +91,51 @@ def test_answers_in_argilla_come_back_as_fixed_labels(done, tmp_path):
         prepare(fixed_cfg, model)
 
 
+CHOSE = {"from_name": "label", "value": {"choices": ["True"]}}
+
+
+@pytest.mark.parametrize(
+    "fmt, key, answer, message",
+    [
+        (
+            "label-studio",
+            "annotations",
+            {"result": [CHOSE]},
+            "'annotations' must be a list, got an",
+        ),
+        ("label-studio", "annotations", "True", "'annotations' must be a list, got text"),
+        ("label-studio", "annotations", [7], "'annotations\\[\\]' must be an object"),
+        ("label-studio", "annotations", [{"result": CHOSE}], "'annotations\\[\\].result' must"),
+        (
+            "label-studio",
+            "annotations",
+            [{"result": [{"from_name": "label", "value": ["True"]}]}],
+            "'result\\[\\].value' must be an object, got a list",
+        ),
+        (
+            "label-studio",
+            "annotations",
+            [{"result": [CHOSE]}, {"result": [{**CHOSE, "value": {"choices": ["False"]}}]}],
+            "reviewers disagree on 'label'",
+        ),
+        ("argilla", "responses", [{"value": "True"}], "'responses' must be an object, got a list"),
+        ("argilla", "responses", {"label": {"value": "True"}}, "'responses.label' must be a list"),
+        ("argilla", "responses", {"label": ["True"]}, "'responses.label\\[\\]' must be an"),
+    ],
+)
+def test_a_malformed_answer_is_one_line_naming_row_and_field(
+    done, tmp_path, fmt, key, answer, message
+):
+    """Whatever a reviewer's tool or an editor puts where the answer goes, never a traceback."""
+    cfg, model, run = done
+    records = export(run, fmt, tmp_path / "out.json")
+    records[0][key] = answer
+    (tmp_path / "answered.json").write_text(json.dumps(records))
+    fixed_cfg = dataclasses.replace(cfg, fixed_labels=str(tmp_path / "answered.json"))
+    with pytest.raises(DataError, match=f"answered.json: row 1: field {message}|row 1: {message}"):
+        prepare(fixed_cfg, model)
+
+
 def test_review_tool_exports_are_json_files(done, tmp_path, capsys):
     _, _, run = done
     out = tmp_path / "tasks.csv"

@@ -7,7 +7,10 @@ reviewer skipped or cancelled gives no label."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import DataError
+from ..tasks.readers import json_type
 
 QUESTION = "label"
 
@@ -24,39 +27,51 @@ def review_tool(rows: list[dict]) -> str | None:
 def from_label_studio(rows: list[dict], path: str) -> list[dict]:
     out = []
     for r, task in enumerate(rows, start=1):
-        done = [
-            a
-            for a in task.get("annotations") or []
-            if isinstance(a, dict) and not a.get("was_cancelled")
+        annotations = _typed(task.get("annotations") or [], list, path, r, "annotations")
+        answers = [
+            _choice(_typed(a, dict, path, r, "annotations[]").get("result"), path, r)
+            for a in annotations
+            if not (isinstance(a, dict) and a.get("was_cancelled"))
         ]
-        answer = _choice(done[-1].get("result"), path, r) if done else None
-        out.append({**_claim(task["data"]), "human_label": answer or ""})
+        given = [a for a in answers if a is not None]
+        out.append({**_claim(task["data"]), "human_label": _agreed(given, path, r)})
     return out
 
 
 def from_argilla(rows: list[dict], path: str) -> list[dict]:
     out = []
     for r, record in enumerate(rows, start=1):
-        responses = (record.get("responses") or {}).get(QUESTION) or []
-        if not isinstance(responses, list):
-            raise DataError(f"{path}: row {r}: 'responses.{QUESTION}' must be a list")
-        values = [x.get("value") for x in responses if isinstance(x, dict)]
-        if len(set(map(str, values))) > 1:
-            raise DataError(f"{path}: row {r}: reviewers disagree on {QUESTION!r}: {values}")
-        out.append({**_claim(record["fields"]), "human_label": values[0] if values else ""})
+        responses = _typed(record.get("responses") or {}, dict, path, r, "responses")
+        answers = _typed(responses.get(QUESTION) or [], list, path, r, f"responses.{QUESTION}")
+        values = [_typed(x, dict, path, r, f"responses.{QUESTION}[]").get("value") for x in answers]
+        out.append({**_claim(record["fields"]), "human_label": _agreed(values, path, r)})
     return out
 
 
-def _choice(result: object, path: str, r: int) -> str | None:
+def _agreed(answers: list, path: str, r: int) -> Any:
+    """The reviewers' one answer ("" when none answered); reviewers who disagree are one line."""
+    if len(set(map(str, answers))) > 1:
+        raise DataError(f"{path}: row {r}: reviewers disagree on {QUESTION!r}: {answers}")
+    return answers[0] if answers else ""
+
+
+def _typed(value: Any, kind: type, path: str, r: int, name: str) -> Any:
+    """`value` if it is a `kind` (a list or an object), else one line naming the field."""
+    if not isinstance(value, kind):
+        want = "a list" if kind is list else "an object"
+        raise DataError(f"{path}: row {r}: field {name!r} must be {want}, got {json_type(value)}")
+    return value
+
+
+def _choice(result: object, path: str, r: int) -> object:
     """The reviewer's choice for `label` in a Label Studio annotation's result."""
-    if not isinstance(result, list):
-        raise DataError(f"{path}: row {r}: an annotation's 'result' must be a list")
-    for item in result:
+    for item in _typed(result, list, path, r, "annotations[].result"):
         if isinstance(item, dict) and item.get("from_name") == QUESTION:
-            choices = (item.get("value") or {}).get("choices")
+            value = _typed(item.get("value") or {}, dict, path, r, "result[].value")
+            choices = value.get("choices")
             if not isinstance(choices, list) or len(choices) != 1:
                 raise DataError(f"{path}: row {r}: the {QUESTION!r} answer must be one choice")
-            return str(choices[0])
+            return choices[0]
     return None
 
 
