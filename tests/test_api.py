@@ -78,7 +78,23 @@ def test_label_refuses_bad_options_and_rows_before_writing(tmp_path):
         icm.label(bad, model=model, out=out)
     with pytest.raises(ConfigError, match="row 2: expected a dict"):
         icm.label([ROWS12[0], "text"], model=model, out=out)
+    for data in (5, {"question": "q"}, b"rows"):
+        with pytest.raises(ConfigError, match="data must be a path, a list of row dicts"):
+            icm.label(data, model=model, out=out)
     assert not out.exists()
+
+
+def test_columns_and_renames_in_their_python_forms(tmp_path):
+    """`columns` as a list and `field` as a dict, as a notebook writes them."""
+    rows = [{"answer": r["choice"], "note": "x", **r} for r in ROWS12]
+    for r in rows:
+        del r["choice"]
+    model = planted(ROWS12)
+    keep = ["question", "answer", "label", "consistency_id"]
+    result = icm.label(rows, model=model, columns=keep, field={"choice": "answer"}, iterations=4)
+    assert [r["choice"] for r in result.rows] == [r["choice"] for r in ROWS12]
+    assert "note" not in result.rows[0] and "answer" not in result.rows[0]
+    assert result.summary["agreement"] == 1.0
 
 
 def test_the_paper_preset_from_python(tmp_path):

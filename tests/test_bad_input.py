@@ -116,3 +116,18 @@ def test_byte_order_mark_is_accepted(tmp_path):
         path = tmp_path / name
         path.write_bytes(b"\xef\xbb\xbf" + text.encode())
         assert get_task("truthfulqa").load(path).examples[0].prompt.startswith("Question: q")
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("/no/such/model", "/no/such/model: no such model folder"),
+        ("./models/missing", "./models/missing: no such model folder"),
+        ("missing.gguf", "missing.gguf: GGUF file not found"),
+    ],
+)
+def test_a_model_that_is_not_there_is_one_line(model, message, tmp_path):
+    """A path that names nothing is said to be one, not read as a Hub id that breaks its rules."""
+    p = icm_run({"task": "truthfulqa", "data": "good.jsonl"}, tmp_path / "new", "--model", model)
+    assert_clean_error(p, {"expect": [message]})
+    assert not (tmp_path / "new").exists()

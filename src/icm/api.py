@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +121,8 @@ def label(
     `model`: a name `--model` takes, or a `LabelModel` already built (e.g. `TransformersModel`).
     `out`: keep the run folder there (resumable with `icm run --resume`); else nothing is kept.
     `options`: any `icm run` option by its field name (`batch_size=24`, `chains=3`, `seed=1`,
-    `alpha=5.0`, `columns=[...]`); `algorithm`: the preset they start from."""
+    `alpha=5.0`, `columns=["question", "choice"]`, `field={"choice": "answer"}`); `algorithm`:
+    the preset they start from."""
     cfg = _config(task, model, algorithm, options)
     with tempfile.TemporaryDirectory(prefix="icm-") as tmp:
         rows = None if isinstance(data, str | Path) else _rows(data)
@@ -162,6 +163,7 @@ def _label(
 
 def _config(task: str, model: str | LabelModel, algorithm: str, options: dict) -> RunConfig:
     cfg = preset(algorithm)
+    options = _as_cli(options)
     top = {f.name for f in dataclasses.fields(RunConfig)} - {"search", "data", "task", "model"}
     inner = {f.name for f in dataclasses.fields(SearchConfig)}
     unknown = sorted(set(options) - top - inner)
@@ -180,12 +182,28 @@ def _config(task: str, model: str | LabelModel, algorithm: str, options: dict) -
     return cfg
 
 
+def _as_cli(options: dict) -> dict:
+    """The Python forms of two options as the command line writes them: `columns` as a list,
+    `field` as a {FIELD: COLUMN} dict."""
+    out = dict(options)
+    if isinstance(out.get("columns"), list | tuple):
+        out["columns"] = ",".join(map(str, out["columns"]))
+    if isinstance(out.get("field"), dict):
+        out["field"] = [f"{k}={v}" for k, v in out["field"].items()]
+    return out
+
+
 def _rows(data: Any) -> list[dict]:
     """Rows given in memory: a list of dicts, a pandas DataFrame or a `datasets.Dataset`."""
     if hasattr(data, "to_dict") and hasattr(data, "columns"):  # a DataFrame
         data = data.to_dict("records")
     elif hasattr(data, "to_list"):  # a datasets.Dataset
         data = data.to_list()
+    if isinstance(data, dict | bytes) or not isinstance(data, Iterable):
+        raise ConfigError(
+            "icm.label: data must be a path, a list of row dicts, a pandas DataFrame or a "
+            f"datasets.Dataset, got {type(data).__name__}"
+        )
     rows = list(data)
     for r, row in enumerate(rows, start=1):
         if not isinstance(row, dict):

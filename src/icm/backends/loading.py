@@ -171,6 +171,8 @@ def resolve(name: str) -> str:
         if not p.is_file():
             raise ModelError(f"{name}: GGUF file not found")
         return str(converted_gguf(p))
+    if not Path(name).exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        raise ModelError(f"{name}: no such model folder (a Hugging Face id is NAME or ORG/NAME)")
     return name
 
 
