@@ -107,6 +107,24 @@ def test_finetune_keeps_an_existing_folder(labelled, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", [[], ["--reward-model"]], ids=["sft", "reward"])
+@pytest.mark.parametrize("where", ["the model", "a folder holding it"])
+def test_the_model_trained_from_is_never_the_output(labelled, kind, where, tmp_path, capsys):
+    """Even an earlier icm training, with --overwrite: the base would be replaced by its own
+    fine-tune, and an adapter's base would be itself."""
+    earlier = tmp_path / "earlier"
+    base = earlier / "m" if where == "a folder holding it" else earlier
+    base.mkdir(parents=True)
+    (earlier / META).write_text("{}")  # a folder icm trained
+    (base / "config.json").write_text("{}")
+    before = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}
+    argv = ["finetune", str(labelled), *kind, "--model", str(base), "--out", str(earlier)]
+    assert main([*argv, "--overwrite"]) == 2
+    verb = "is" if base == earlier else "holds"
+    assert f"{earlier}: {verb} an input ({base})" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("kind", [[], ["--reward-model"]], ids=["sft", "reward"])
 def test_model_code_runs_in_training_only_when_trusted(labelled, kind, tmp_path, capsys):
     run = labelled
     marker = tmp_path / "code-ran"

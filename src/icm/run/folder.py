@@ -459,9 +459,10 @@ def check_output(
 ) -> Path:
     """An output path of `icm report`, `export`, `eval` or `finetune`.
 
-    Never the run folder, a folder that holds it, one of the run's own files or an input
-    (`protected`), even with `overwrite`. An existing path that is not this command's own
-    output (`ours`) is replaced only with `overwrite`, and a folder only when it is ours."""
+    Never the run folder, a folder that holds it, one of the run's own files, an input
+    (`protected`) or a folder that holds one, even with `overwrite`. An existing path that is
+    not this command's own output (`ours`) is replaced only with `overwrite`, and a folder only
+    when it is ours."""
     out = Path(out)
     target = out.resolve()
     if run is not None:
@@ -471,8 +472,9 @@ def check_output(
         if target.parent == root and target.name in OUTPUTS or _within(target, root / BATCHES):
             raise IcmError(f"{out}: is one of the run's own files: choose another output")
     for p in protected:
-        if p and Path(p).exists() and Path(p).resolve() == target:
-            raise IcmError(f"{out}: is an input ({p}): choose another output")
+        if p and Path(p).exists() and Path(p).resolve().is_relative_to(target):
+            what = "is" if Path(p).resolve() == target else "holds"
+            raise IcmError(f"{out}: {what} an input ({p}): choose another output")
     if out.is_symlink():  # refused here, before any output of the command is written
         raise LinkError(f"{out}: is a link; icm never writes through or replaces one")
     if not out.exists():

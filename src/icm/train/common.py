@@ -38,10 +38,14 @@ def base_model_path(run_folder: str | Path, model: str | None = None) -> str:
     return resolve(model or RunFolder(run_folder).read_config().model)
 
 
-def check_out(out: str | Path, overwrite: bool, run: str | Path | None = None) -> Path:
-    """A model folder to write: never the run folder or its inputs; an existing folder only with
-    `overwrite`, and only when icm trained it (it holds META)."""
+def check_out(
+    out: str | Path, overwrite: bool, run: str | Path | None = None, model: str | None = None
+) -> Path:
+    """A model folder to write: never the run folder, its inputs or the model trained from (nor
+    a folder holding one); an existing folder only with `overwrite`, and only when icm trained
+    it (it holds META)."""
     protected = input_files(RunFolder(run).read_config()) if run is not None else []
+    protected += [model] if model else []
     ours = Path(out, META).is_file()
     if Path(out).is_file():
         raise RunError(f"{out}: is a file; a model is written to a folder")

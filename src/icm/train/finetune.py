@@ -89,6 +89,6 @@ def finetune(
     overwrite: bool = False,
 ) -> dict:
     """Fine-tune the run's model (or `model`) on the run's ICM labels."""
-    out = check_out(out, overwrite, run)
+    out = check_out(out, overwrite, run, model)
     data = load_labelled(run, searched_only)
     return finetune_labels([data], base_model_path(run, model), out, cfg, source=str(run))

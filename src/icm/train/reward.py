@@ -160,7 +160,7 @@ def train_reward(
     cfg = cfg or TrainConfig()
     if cfg.adapter:
         raise IcmError("--adapter is for the language model; a reward model is saved merged")
-    out = check_out(out, overwrite, run)
+    out = check_out(out, overwrite, run, model)
     data = load_labelled(run, searched_only)
     pairs = records(data, "rm")
     base = base_model_path(run, model)

@@ -151,9 +151,6 @@ def check_new_out(out: Path, overwrite: bool, cfg: RLConfig) -> None:
     if out.is_file():
         raise RunError(f"{out}: is a file; --out names a folder")
     check_output(out, overwrite, (out / META).is_file(), inputs)
-    for p in inputs:
-        if Path(p).resolve().is_relative_to(out.resolve()):
-            raise RunError(f"{out}: holds {p}, an input: choose another --out")
     if (out / META).is_file() and not overwrite:
         raise RunError(f"{out}: holds an icm training: --resume it, or pass --overwrite")
 
