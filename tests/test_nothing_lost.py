@@ -247,3 +247,44 @@ def test_every_field_of_an_edited_summary_is_checked_by_the_report(made, capsys)
         (run / "report.html").unlink(missing_ok=True)
     checked = {k for k in good if k in SUMMARY or k in LATER and k != "diagnosis"}
     assert checked <= refused and {"per_batch.utility", "concept.p"} <= refused
+
+
+# -- labels.jsonl as export, the report, eval and training read it -------------------------------
+LABEL_EDITS = [
+    ("icm_label", "yes", "'icm_label' must be true or false"),
+    ("icm_label", 1, "'icm_label' must be true or false"),
+    ("icm_confidence", "high", "'icm_confidence' must be a number from 0 to 1"),
+    ("icm_confidence", 7.0, "'icm_confidence' must be a number from 0 to 1"),
+    ("icm_logodds", None, "'icm_logodds' must be a number"),
+    ("icm_searched", "no", "'icm_searched' must be true or false"),
+    ("icm_batch", -3, "'icm_batch' must be a batch number"),
+    ("icm_fixed", 1, "'icm_fixed' must be true or false"),
+]
+READERS = {
+    "export": ["export", "RUN", "--format", "label-studio", "--out", "OUT/tasks.json"],
+    "report": ["report", "RUN", "--out", "OUT/report.html"],
+    "eval": ["eval", "--run", "RUN", "--out", "OUT"],
+    "finetune": ["finetune", "RUN", "--out", "OUT/model", "--max-steps", "1"],
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("field, value, message", LABEL_EDITS)
+def test_an_edited_labels_file_is_one_line_for_every_reader(
+    made, capsys, reader, field, value, message
+):
+    """Each ICM field is read back as strictly as the data: a type icm never writes is refused
+    before anything is written, by every command that reads labels.jsonl."""
+    from icm.cli import main
+
+    run, *_ = made
+    rows = files.read_jsonl(run / "labels.jsonl")
+    rows[2][field] = value
+    files.write_jsonl(run / "labels.jsonl", rows)
+    out = run.parent / "out"
+    out.mkdir()
+    argv = [a.replace("RUN", str(run)).replace("OUT", str(out)) for a in READERS[reader]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"labels.jsonl: row 3: field {message}" in err, err
+    assert not list(out.iterdir())

@@ -22,6 +22,7 @@ from .core.search import SearchConfig
 from .errors import ConfigError, DataError
 from .run.config import RunConfig, preset
 from .run.folder import ROWS, RunFolder, input_files
+from .run.labels import read_labels
 from .tasks.readers import not_json
 
 
@@ -157,7 +158,7 @@ def _label(
     if keep and rows is not None:
         files.write_jsonl(out / ROWS, rows)
     summary = run.execute(progress=Bar() if progress else None, prepared=prepared)
-    labelled = files.read_jsonl(run.path / "labels.jsonl")
+    labelled = read_labels(folder)
     return Labelling(labelled, summary, run.path if keep else None)
 
 

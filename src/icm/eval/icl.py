@@ -26,14 +26,14 @@ from ..backends import make_model
 from ..core.baselines import bootstrapped_fewshot, zero_shot_consistent
 from ..core.consistency import Structure, constraints, get_rule
 from ..core.model import LabelModel, metered, token_costs
-from ..errors import ContextLengthError, IcmError, RunError
+from ..errors import ContextLengthError, IcmError
 from ..options import SEED_MAX, check, option, options_of
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.config import RunConfig
 from ..run.folder import LABELS, SUMMARY, RunFolder, check_output, input_files
+from ..run.labels import read_labels
 from ..run.readback import CONCEPT, diagnosis_problem, problem, read_checked, read_summary
 from ..tasks import Dataset, Task, resolve_task
-from ..tasks.base import parse_label
 from ..tasks.readers import ReadOptions
 from .stats import Resamples, auc, interval, pgr, split_groups
 
@@ -137,18 +137,9 @@ class EvalConfig(ReadOptions):
 # -- the evaluation -------------------------------------------------------------------------------
 def read_run_labels(folder: Path, task: Task) -> tuple[Dataset, list[int]]:
     """The run's claims (as the task builds them, with gold) and the ICM label of each."""
-    path = folder / LABELS
-    if not path.exists():
-        raise RunError(f"{folder}: no {LABELS} yet: finish the run (icm run --resume)")
-    rows = files.read_jsonl(path)
-    data = task.build(rows, str(path))
-    icm = []
-    for r, row in enumerate(rows, start=1):
-        y = parse_label(row.get("icm_label"), str(path), r, "icm_label")
-        if y is None:
-            raise RunError(f"{path}: row {r}: missing field 'icm_label'")
-        icm.append(y)
-    return data, icm
+    rows = read_labels(RunFolder(folder))
+    data = task.build(rows, str(folder / LABELS))
+    return data, [int(row["icm_label"]) for row in rows]
 
 
 def check_out(out: Path, overwrite: bool, run: Path, run_cfg: RunConfig) -> None:

@@ -16,6 +16,7 @@ from .. import files
 from ..errors import IcmError
 from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
+from ..run.labels import read_labels
 from ..run.plan import load_data
 from ..run.readback import read_summary
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text, read_result
@@ -121,7 +122,7 @@ def render(folder: str | Path) -> str:
     summary = read_summary(folder / SUMMARY)
     traces = _traces(folder)
     result = read_result(folder / EVAL_JSON)
-    labels = files.read_jsonl(folder / LABELS) if (folder / LABELS).exists() else []
+    labels = read_labels(run) if (folder / LABELS).exists() else []
     parts = [
         f"<h1>ICM run {escape(folder.name)}</h1>",
         f'<p class="sub">task <b>{escape(cfg.task)}</b> &middot; model <b>{escape(cfg.model)}</b>'

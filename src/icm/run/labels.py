@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import DataError, RunError
 from ..files import read_jsonl
@@ -42,6 +45,15 @@ def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
     """labels.jsonl of a run folder, with its task from config.json."""
     run = RunFolder(folder)
     cfg = run.read_config()
+    raw = read_labels(run)
+    out = labelled_rows(raw, resolve_task(cfg.task), str(run.path / LABELS), searched_only)
+    out.folder = run.path
+    return out
+
+
+def read_labels(run: RunFolder) -> list[dict]:
+    """The rows of a run's labels.jsonl: the rows the plan fingerprinted, each ICM field of the
+    type icm wrote (an edited file is one line naming the row and the field)."""
     path = run.path / LABELS
     if not path.exists():
         raise RunError(f"{run.path}: no {LABELS} yet: let the run finish (or --resume it)")
@@ -54,9 +66,34 @@ def load_labelled(folder: str | Path, searched_only: bool = False) -> Labelled:
                 f"{path}: its rows are not the rows the run labelled (plan.json has their "
                 "fingerprint): edited or copied from another run?"
             )
-    out = labelled_rows(raw, resolve_task(cfg.task), str(path), searched_only)
-    out.folder = run.path
-    return out
+    for r, row in enumerate(raw, start=1):
+        check_icm_fields(row, str(path), r)
+    return raw
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "icm_label": (lambda v: isinstance(v, bool), "true or false"),
+    "icm_searched": (lambda v: isinstance(v, bool), "true or false"),
+    "icm_fixed": (lambda v: isinstance(v, bool), "true or false"),
+    "icm_logodds": (_number, "a number"),
+    "icm_confidence": (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1"),
+    "icm_batch": (lambda v: _number(v) and isinstance(v, int) and v >= 0, "a batch number"),
+}
+"""What each ICM field of labels.jsonl holds, as icm writes it; icm_label is in every row, the
+others are checked where they are."""
+
+
+def check_icm_fields(row: dict, source: str, r: int) -> None:
+    """One line naming the row and the field, for an ICM field of a type icm never writes."""
+    for name, (ok, want) in FIELD_CHECKS.items():
+        if (name in row or name == "icm_label") and not ok(row.get(name)):
+            raise DataError(
+                f"{source}: row {r}: field {name!r} must be {want}, got {row.get(name)!r:.80}"
+            )
 
 
 def read_labelled(path: str | Path, task: Task, searched_only: bool = False) -> Labelled:
@@ -73,11 +110,8 @@ def labelled_rows(
         task.build([{k: v for k, v in row.items() if k != task.label} for row in raw], source)
     out = Labelled(task, [], [], source)
     for r, row in enumerate(raw, start=1):
-        y = row.get("icm_label")
-        if not isinstance(y, bool):
-            raise DataError(
-                f"{source}: row {r}: field 'icm_label' must be true or false, got {y!r}"
-            )
+        check_icm_fields(row, source, r)
+        y = row["icm_label"]
         if searched_only and not row.get("icm_searched", True):
             continue
         conf = row.get("icm_confidence")
