@@ -366,3 +366,30 @@ def test_the_query_of_an_exported_pair_prompt_is_recovered_for_a_pairwise_judge(
     assert p.text == "Query: Name a colour.\nResponse 1:" and p.question == "Name a colour."
     (p,) = load_prompts(str(rows), "{question}")
     assert p.question == p.text
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"step": "2", "reward": 0.1}', "row 2: field 'step' must be a step number, got '2'"),
+        ('{"reward": 0.1}', "row 2: field 'step' must be a step number, got None"),
+        ('{"step": 0}', "row 2: field 'step' must be a step number, got 0"),
+        ("[1, 2]", "line 2: expected an object"),
+    ],
+)
+def test_an_edited_progress_file_is_refused_before_a_resume_changes_anything(
+    tmp_path, capsys, line, message
+):
+    """A resume reads progress.jsonl before it writes: one line, the folder as it was."""
+    from icm.train.rlconfig import KIND, RLConfig
+
+    out = tmp_path / "policy"
+    (out / "checkpoints").mkdir(parents=True)
+    cfg = RLConfig(reward=str(tmp_path / "rm"), prompts=str(tmp_path / "p.jsonl"))
+    files.write_json(out / META, {"kind": KIND, "status": "training", "config": cfg.__dict__})
+    (out / "progress.jsonl").write_text('{"step": 1, "reward": 0.0}\n' + line + "\n")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["rl", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"progress.jsonl: {message}" in err, err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -207,11 +207,22 @@ def last_checkpoint(folder: Path) -> Path | None:
     return None
 
 
+def read_progress(path: Path) -> list[dict]:
+    """progress.jsonl's rows (a line a kill cut short left out), each with its step number."""
+    if not path.exists():
+        return []
+    rows = files.read_jsonl(path, torn_tail=True)
+    for r, row in enumerate(rows, start=1):
+        n = row.get("step")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise RunError(f"{path}: row {r}: field 'step' must be a step number, got {n!r:.40}")
+    return rows
+
+
 def trim_progress(path: Path, step: int) -> None:
     """Drop the progress lines after `step` (logged after the checkpoint a resume goes on from)."""
     if path.exists():
-        rows = files.read_jsonl(path, torn_tail=True)
-        files.write_jsonl(path, [r for r in rows if r["step"] <= step])
+        files.write_jsonl(path, [r for r in read_progress(path) if r["step"] <= step])
 
 
 # -- preparing -----------------------------------------------------------------------------------
@@ -267,6 +278,7 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
     check_options(cfg, device)
     saved = read_meta(out) if resume else None
     if saved is not None:
+        read_progress(out / PROGRESS)  # checked before anything of the run is rewritten
         done = max((n for n, _, ok in checkpoints(out / CHECKPOINTS) if ok), default=0)
         if cfg.steps < done:
             raise ConfigError(f"--steps {cfg.steps} is below the {done} steps already done")
@@ -293,7 +305,9 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
         "reward": weights_signature(rm),
     }
     if saved is not None:
-        changed = [k for k, v in prints.items() if saved.get("fingerprints", {}).get(k) != v]
+        before = saved.get("fingerprints")
+        before = before if isinstance(before, dict) else {}
+        changed = [k for k, v in prints.items() if before.get(k) != v]
         if changed:
             what = " and the ".join(changed)
             raise RunError(f"{out}: --resume: the {what} changed since the training began")
@@ -415,7 +429,7 @@ def train_policy(
             trainer = build_trainer(job, show)
             trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
         publish(trainer.model, job.tok, job.out, cfg.adapter)
-        rows = files.read_jsonl(job.out / PROGRESS, torn_tail=True)
+        rows = read_progress(job.out / PROGRESS)
         meta = record(
             job,
             "done",
