@@ -288,3 +288,58 @@ def test_an_edited_labels_file_is_one_line_for_every_reader(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"labels.jsonl: row 3: field {message}" in err, err
     assert not list(out.iterdir())
+
+
+# -- a search's trace, as the report and a resume read it ---------------------------------------
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("U", "text", "'U' must be a number"),
+        ("U", None, "'U' must be a number"),
+        ("T", [1], "'T' must be a number"),
+        ("n", "x", "'n' must be a count"),
+        ("agreement", [1], "'agreement' must be a number"),
+        ("accepted", "yes", "'accepted' must be true or false"),
+        ("labelled", -5, "'labelled' must be a count"),
+        ("delta", None, None),  # a proposal with no finite change: what icm writes
+    ],
+)
+def test_an_edited_trace_is_one_line_for_the_report_and_a_resume(
+    made, capsys, field, value, message
+):
+    from icm.cli import main
+
+    run, _, model = made
+    chain = run / "batches" / "000" / "chain-0"
+    rows = files.read_jsonl(chain / "trace.jsonl")
+    rows[1][field] = value
+    files.write_jsonl(chain / "trace.jsonl", rows)
+    report = run.parent / "report.html"
+    rc = main(["report", str(run), "--out", str(report)])
+    err = capsys.readouterr().err
+    if message is None:
+        assert rc == 0 and report.exists()
+        return
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"trace.jsonl: line 2: {message}" in err and not report.exists()
+    (chain / "final.json").unlink()  # the search is resumed from its checkpoint
+    before = snapshot(run)
+    with pytest.raises(RunError, match=f"trace.jsonl: line 2: {message}"):
+        Run.open(run).execute(model)
+    assert snapshot(run) == before
+
+
+def test_settling_lines_of_a_trace_are_checked_too(made, capsys):
+    from icm.cli import main
+
+    run, *_ = made
+    path = run / "batches" / "001" / "chain-0" / "trace.jsonl"
+    rows = files.read_jsonl(path)
+    last = rows[-1]
+    seen = {k: last[k] for k in ("n", "U", "inconsistencies", "labelled", "agreement")}
+    settled = {**seen, "polish": 1, "step": "polish", "changed": ["3"]}
+    for u, rc in ((last["U"] + 0.1, 0), ("y", 2)):
+        files.write_jsonl(path, [*rows, {**settled, "U": u}])
+        assert main(["report", str(run), "--out", str(run.parent / f"r{rc}.html")]) == rc
+    line = f"trace.jsonl: line {len(rows) + 1}: 'U' must be a number"
+    assert line in capsys.readouterr().err and not (run.parent / "r2.html").exists()

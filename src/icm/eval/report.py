@@ -18,7 +18,7 @@ from ..run.checks import concept_text, diagnosis_text, fresh_text
 from ..run.folder import BATCHES, LABELS, SUMMARY, TRACE, RunFolder, check_output, input_files
 from ..run.labels import read_labels
 from ..run.plan import load_data
-from ..run.readback import read_summary
+from ..run.readback import read_summary, read_trace
 from .icl import EVAL_JSON, cost_text, markdown, overlap_text, pgr_text, read_result
 from .plots import balance_chart, compare_chart, eval_chart, trace_chart
 
@@ -92,7 +92,7 @@ def _traces(folder: Path) -> dict[str, list[dict]]:
             path = run.chain(b, c) / TRACE
             if path.is_file() and not path.is_symlink():
                 name = str(b + 1) + (f".{c + 1}" if chains > 1 else "")
-                out[name] = files.read_jsonl(path, torn_tail=True)
+                out[name] = read_trace(path)
     return out
 
 

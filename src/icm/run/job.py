@@ -31,6 +31,7 @@ from .folder import (
     fingerprint,
 )
 from .progress import Progress
+from .readback import read_trace
 
 COUNTERS = ("calls", "tokens", "cached_tokens", "scores", "approximate_scores")
 """Model work a search counts, kept in its checkpoint and final.json (with `seconds`)."""
@@ -199,7 +200,7 @@ def resume(job: Job, search: Search, saved: tuple[State, dict]) -> tuple[State, 
     # The trace may hold one line past the checkpoint (killed between the two writes).
     trace = job.folder / TRACE
     if trace.exists():
-        rows = files.read_jsonl(trace, torn_tail=True)
+        rows = read_trace(trace)
         files.write_jsonl(trace, [r for r in rows if in_checkpoint(r, state)])
     return state, stats
 

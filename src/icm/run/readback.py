@@ -14,7 +14,7 @@ from ..errors import RunError
 from .checks import DIAGNOSES
 
 Spec = Any
-"""A field's type: 'number', 'count', 'text', 'any', 'pair' (two numbers: an interval), a dict
+"""A field's type: 'number', 'count', 'text', 'flag', 'any', 'pair' (two numbers), a dict
 of fields (a name ending in '?' may be absent), a one-item list (a list of those), or a tuple of
 choices (None among them: the field may be null)."""
 
@@ -70,6 +70,8 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
         return next((w for s in spec if s is not None for w in [problem(value, s, name)]), None)
     if spec == "any":
         return None
+    if spec == "flag":
+        return None if isinstance(value, bool) else f"'{name}' must be true or false"
     if spec in ("number", "count"):
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         ok = ok and math.isfinite(value)  # type: ignore[arg-type]
@@ -104,15 +106,24 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
     return None
 
 
-def summary_problem(summary: object) -> str | None:
-    if not isinstance(summary, dict):
+def fields_problem(d: object, fields: dict[str, Spec]) -> str | None:
+    """What is wrong with the object `d`, each of whose `fields` must be there."""
+    if not isinstance(d, dict):
         return "not an object"
-    for k, spec in SUMMARY.items():
-        if k not in summary:
+    for k, spec in fields.items():
+        if k not in d:
             return f"'{k}' is missing"
-        why = problem(summary[k], spec, k)
+        why = problem(d[k], spec, k)
         if why:
             return why
+    return None
+
+
+def summary_problem(summary: object) -> str | None:
+    why = fields_problem(summary, SUMMARY)
+    if why:
+        return why
+    assert isinstance(summary, dict)
     why = next(
         (w for k, s in LATER.items() if k in summary and (w := problem(summary[k], s, k))), None
     )
@@ -153,3 +164,34 @@ def read_checked(path: Path, what: str, why_not: Callable[[object], str | None])
 def read_summary(path: Path) -> dict | None:
     """summary.json, checked; None when the run has none yet."""
     return read_checked(path, "run summary", summary_problem)
+
+
+# -- a search's trace.jsonl, as the report and a resume read it -------------------------------
+_SEEN = {
+    "U": "number",
+    "inconsistencies": "count",
+    "labelled": "count",
+    "agreement": ("number", None),
+}
+STEP: dict[str, Spec] = {
+    "n": "count",
+    "T": "number",
+    "delta": ("number", None),
+    "accepted": "flag",
+    "skipped": "flag",
+    **_SEEN,
+}
+"""A line of the iterations."""
+SETTLE: dict[str, Spec] = {"n": "count", "polish": "count", "step": "text", "changed": ["any"]}
+SETTLE |= _SEEN
+"""A line of settling after the iterations (back to the best state, completion, polish)."""
+
+
+def read_trace(path: Path) -> list[dict]:
+    """trace.jsonl, each line checked (a last line a kill cut short is left out)."""
+    rows = files.read_jsonl(path, torn_tail=True)
+    for r, row in enumerate(rows, start=1):
+        why = fields_problem(row, SETTLE if "polish" in row else STEP)
+        if why:
+            raise RunError(f"{path}: line {r}: {why} (not what icm writes: was it edited?)")
+    return rows
