@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,7 @@ def snapshot(root: Path) -> dict[str, str]:
         elif p.is_file():
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
         else:
-            out[rel] = "dir"
+            out[rel] = "dir" if p.is_dir() else "special"
     return out
 
 
@@ -80,14 +82,23 @@ def test_overwrite_and_resume_refuse_a_link_before_changing_anything(made, tmp_p
         assert snapshot(run) == before and snapshot(victim) == outside
 
 
-def test_a_folder_where_icm_writes_a_file_is_refused_first(made):
-    run, cfg, _ = made
-    (run / "summary.json").unlink()
-    (run / "summary.json").mkdir()
-    (run / "summary.json" / "notes.txt").write_text("mine")
+@pytest.mark.parametrize("kind", ["folder", "pipe"])
+@pytest.mark.parametrize("name", ["summary.json", "batches/000/chain-0/trace.jsonl"])
+def test_a_folder_or_pipe_where_icm_writes_a_file_is_refused_first(made, kind, name):
+    """A resume would append to the pipe and wait forever; --overwrite would replace it."""
+    run, cfg, model = made
+    (run / name).unlink()
+    if kind == "folder":
+        (run / name).mkdir()
+        (run / name / "notes.txt").write_text("mine")
+    else:
+        os.mkfifo(run / name)
     before = snapshot(run)
-    with pytest.raises(LinkError, match="summary.json: a link or a folder"):
+    message = f"{name}: a link, a folder or a special file where"
+    with pytest.raises(LinkError, match=message):
         Run.create(cfg, run, overwrite=True)
+    with pytest.raises(LinkError, match=message):
+        Run.open(run).execute(model)
     assert snapshot(run) == before
 
 
@@ -343,3 +354,35 @@ def test_settling_lines_of_a_trace_are_checked_too(made, capsys):
         assert main(["report", str(run), "--out", str(run.parent / f"r{rc}.html")]) == rc
     line = f"trace.jsonl: line {len(rows) + 1}: 'U' must be a number"
     assert line in capsys.readouterr().err and not (run.parent / "r2.html").exists()
+
+
+# -- outputs that are devices, pipes or sockets ----------------------------------------------------
+SPECIAL_OUTPUTS = {
+    "export, a datasets folder": ("out", ["export", "RUN", "--format", "sft", "--out", "OUT"]),
+    "export, JSON Lines": ("out.jsonl", ["export", "RUN", "--format", "sft", "--out", "OUT"]),
+    "export, review CSV": ("out.csv", ["export", "RUN", "--format", "review", "--out", "OUT"]),
+    "report": ("out.html", ["report", "RUN", "--out", "OUT"]),
+    "eval": ("ev/eval.json", ["eval", "--run", "RUN", "--split-test", "0.5", "--out", "DIR"]),
+    "finetune": ("model", ["finetune", "RUN", "--out", "OUT", "--max-steps", "1"]),
+}
+
+
+@pytest.mark.parametrize("command", SPECIAL_OUTPUTS)
+def test_a_pipe_where_an_output_goes_is_never_replaced_nor_opened(made, command):
+    """Even with --overwrite: as root a rename over a device (/dev/null) succeeds, and opening a
+    pipe to see whether icm wrote it would wait forever. A pipe stands in for every special file."""
+    import subprocess
+    import sys
+
+    run, *_ = made
+    name, argv = SPECIAL_OUTPUTS[command]
+    pipe = run.parent / name
+    pipe.parent.mkdir(exist_ok=True)
+    os.mkfifo(pipe)
+    args = [a.replace("RUN", str(run)).replace("OUT", str(pipe)) for a in argv]
+    args = [a.replace("DIR", str(pipe.parent)) for a in args]
+    icm = Path(sys.executable).parent / "icm"
+    p = subprocess.run([icm, *args, "--overwrite"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"{pipe}: is a device, a pipe or a socket; icm never replaces one" in p.stderr
+    assert stat.S_ISFIFO(pipe.lstat().st_mode)

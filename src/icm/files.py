@@ -165,6 +165,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     if path.is_symlink():
         raise LinkError(f"{path}: is a link icm did not make; icm never writes through one")
+    refuse_special(path)
     try:
         fd, tmp = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp"
@@ -183,6 +184,13 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise _named(e, path) from e
         raise
+
+
+def refuse_special(path: Path) -> None:
+    """A device, a pipe or a socket is never replaced (as root, a rename over /dev/null would
+    succeed)."""
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise DataError(f"{path}: is a device, a pipe or a socket; icm never replaces one")
 
 
 def write_text(path: str | Path, text: str) -> None:

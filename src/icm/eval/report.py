@@ -372,6 +372,8 @@ def _flips(traces: dict[str, list[dict]], claims: dict[str, tuple[str, int | Non
 
 def is_report(path: Path) -> bool:
     """Whether `path` is a report icm wrote (so writing it again destroys nothing)."""
+    if not path.is_file() or path.is_symlink():  # opening a pipe to look would wait forever
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(400)

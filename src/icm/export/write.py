@@ -101,6 +101,7 @@ def replace_dir(new: Path, out: Path) -> None:
         if f.is_file():
             f.chmod(mode)
     old = None
+    files.refuse_special(out)
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)

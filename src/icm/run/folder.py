@@ -69,9 +69,9 @@ def _remove_file(path: Path) -> None:
 
 def blockers(path: Path) -> list[Path]:
     """Paths where a run writes (its own files, in icm's layout) that it could not write as
-    files: links (to files or to folders) and folders. `--overwrite` and a resume check them
-    before they change anything. (Other commands' outputs, such as eval.json, are not the
-    run's: a link there is left alone.)"""
+    files: links (to files or to folders), folders, devices, pipes and sockets. `--overwrite`
+    and a resume check them before they change anything. (Other commands' outputs, such as
+    eval.json, are not the run's: a link there is left alone.)"""
     bad = [path / n for n in OUTPUTS if _blocks(path / n)]
     batches = path / BATCHES
     if batches.is_symlink():
@@ -95,7 +95,7 @@ def blockers(path: Path) -> list[Path]:
 
 
 def _blocks(path: Path) -> bool:
-    return path.is_symlink() or path.is_dir()
+    return path.is_symlink() or path.exists() and not path.is_file()
 
 
 def _remove_empty(folder: Path) -> None:
@@ -310,8 +310,8 @@ class RunFolder:
         blocked = blockers(self.path)
         if blocked:
             raise LinkError(
-                f"{blocked[0]}: a link or a folder where --overwrite would write; nothing was "
-                "changed: remove it, or choose another --out"
+                f"{blocked[0]}: a link, a folder or a special file where --overwrite would "
+                "write; nothing was changed: remove it, or choose another --out"
             )
         inside = [p for p in inputs if p and _within(Path(p), path)]
         if inside:
@@ -345,8 +345,8 @@ class RunFolder:
         blocked = blockers(self.path)
         if blocked:
             raise LinkError(
-                f"{blocked[0]}: a link or a folder where the run writes; nothing was changed: "
-                "remove it to resume"
+                f"{blocked[0]}: a link, a folder or a special file where the run writes; nothing "
+                "was changed: remove it to resume"
             )
 
     def clear(self) -> None:
@@ -479,6 +479,7 @@ def check_output(
         raise LinkError(f"{out}: is a link; icm never writes through or replaces one")
     if not out.exists():
         return out
+    files.refuse_special(out)
     if out.is_dir() and not ours:
         raise IcmError(f"{out}: is a folder icm did not write: choose another output")
     if not (ours or overwrite):
