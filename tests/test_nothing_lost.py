@@ -386,3 +386,15 @@ def test_a_pipe_where_an_output_goes_is_never_replaced_nor_opened(made, command)
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert f"{pipe}: is a device, a pipe or a socket; icm never replaces one" in p.stderr
     assert stat.S_ISFIFO(pipe.lstat().st_mode)
+
+
+def test_a_write_that_fails_names_the_file_asked_for(tmp_path):
+    """Not the temporary file beside it, which the user never named and icm removed."""
+    target = tmp_path / "missing" / "report.html"
+    with pytest.raises(OSError) as e:
+        files.write_text(target, "x")
+    assert e.value.filename == str(target) and not list(tmp_path.rglob("*.tmp"))
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    with pytest.raises(IcmError, match="out.json: is a device, a pipe or a socket"):
+        files.write_json(fifo, {})

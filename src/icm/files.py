@@ -170,8 +170,8 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp"
         )
-    except OSError as e:
-        raise _named(e, path) from e
+    except OSError as e:  # named by the file asked for, not the temporary one
+        raise OSError(e.errno, e.strerror, str(path)) from e
     try:
         os.fchmod(fd, 0o666 & ~umask())  # what open() would give, not mkstemp's private 0600
         with os.fdopen(fd, "wb") as f:
@@ -182,7 +182,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise _named(e, path) from e
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
