@@ -92,6 +92,7 @@ def test_rl_trains_logs_and_loads_as_a_model(trained, default_model_converted):
     ]
     assert max(moved) > 1e-4
     assert not (trained / "adapter_config.json").exists()  # merged by default
+    assert {"config.json", "model.safetensors"} <= set(meta["files"])  # what --overwrite removes
     before = (trained / META).read_bytes()
     assert main(["rl", "--resume", str(trained), "--steps", "2"]) == 2  # below the 3 done
     assert (trained / META).read_bytes() == before
@@ -393,3 +394,38 @@ def test_an_edited_progress_file_is_refused_before_a_resume_changes_anything(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"progress.jsonl: {message}" in err, err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_only_what_icm_rl_wrote(trained, tiny_reward_model, prompts, tmp_path):
+    import shutil
+
+    out = tmp_path / "policy"
+    shutil.copytree(trained, out)
+    (out / "notes.txt").write_text("mine")
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text("{}")
+    argv = rl_argv(tiny_reward_model, prompts, out, "--steps", "1", "--save-steps", "1")
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "eval" / "scores.json").exists()
+    assert json.loads((out / META).read_text())["steps"] == 1
+    assert [r["step"] for r in progress(out)] == [1]
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*")) == ["checkpoint-1"]
+
+
+def test_a_link_where_rl_writes_is_refused_before_a_resume_prunes_through_it(tmp_path, capsys):
+    """An unfinished checkpoint is pruned on resume: never one reached through a link."""
+    from icm.train.rlconfig import KIND, RLConfig
+
+    victim = tmp_path / "mine"
+    (victim / "checkpoint-7").mkdir(parents=True)
+    (victim / "checkpoint-7" / "weights.bin").write_text("precious")
+    out = tmp_path / "policy"
+    out.mkdir()
+    cfg = RLConfig(reward=str(tmp_path / "rm"), prompts=str(tmp_path / "p.jsonl"))
+    files.write_json(out / META, {"kind": KIND, "status": "training", "config": cfg.__dict__})
+    (out / "checkpoints").symlink_to(victim, target_is_directory=True)
+    assert main(["rl", "--resume", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "checkpoints: is a link where icm rl writes" in err, err
+    assert (victim / "checkpoint-7" / "weights.bin").read_text() == "precious"

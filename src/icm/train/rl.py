@@ -41,10 +41,10 @@ from ..backends.loading import (
     set_threads,
     weights_signature,
 )
-from ..errors import ConfigError, DataError, IcmError, RunError, pip_hint
+from ..errors import ConfigError, DataError, IcmError, LinkError, RunError, pip_hint
 from ..export.write import temp_dir
 from ..options import check, options_of
-from ..run.folder import LOCK, RunFolder, check_output
+from ..run.folder import RunFolder, check_output
 from ..run.tracking import LOGDIR, check_report_to
 from ..tasks.readers import ReadOptions
 from .common import no_checkpointing, tensorboard
@@ -161,14 +161,31 @@ def start(job: Job, resume: bool) -> RunFolder:
     folder = RunFolder(job.out)
     job.out.mkdir(parents=True, exist_ok=True)
     folder.lock()
-    if not resume:
-        for p in job.out.iterdir():
+    if not resume:  # only what an earlier icm training wrote: a file of the user's stays
+        for p in ours(job.out):
             if p.is_dir() and not p.is_symlink():
                 shutil.rmtree(p)
-            elif p.name != LOCK:
+            elif p.exists() or p.is_symlink():
                 p.unlink()
     files.write_json(job.out / META, record(job, "training"))
     return folder
+
+
+def ours(out: Path) -> list[Path]:
+    """The paths an `icm rl` run wrote in `out`: its records, checkpoints and logs, and the
+    model files its META lists."""
+    meta = files.read_json(out / META, "training record") if (out / META).is_file() else {}
+    written = meta.get("files") if isinstance(meta, dict) else None
+    names = [n for n in written or [] if isinstance(n, str) and n and Path(n).name == n]
+    return [out / n for n in (CHECKPOINTS, LOGDIR, PROGRESS, *names, META)]
+
+
+def refuse_links(out: Path) -> None:
+    """A link where the run writes, checkpoints or logs: a resume would prune or write through
+    it, --overwrite would remove it. Refused before anything changes."""
+    for p in (out / n for n in (CHECKPOINTS, LOGDIR, PROGRESS, META)):
+        if p.is_symlink():
+            raise LinkError(f"{p}: is a link where icm rl writes; nothing was changed")
 
 
 def record(job: Job, status: str, **extra) -> dict:
@@ -276,6 +293,7 @@ def prepare(cfg: RLConfig, out: Path, overwrite: bool, resume: bool, say: Callab
     every refusal comes before the first write."""
     device = pick_device(cfg.device)
     check_options(cfg, device)
+    refuse_links(out)
     saved = read_meta(out) if resume else None
     if saved is not None:
         read_progress(out / PROGRESS)  # checked before anything of the run is rewritten
@@ -388,17 +406,23 @@ def build_trainer(job: Job, show: bool):
     return trainer
 
 
-def publish(model, tok, out: Path, adapter: bool) -> None:
+def publish(model, tok, out: Path, adapter: bool) -> list[str]:
     """Write the policy (merged, or the adapter alone) and tokenizer into `out`, each file
-    complete before it is moved in; the checkpoints and records stay beside them."""
+    complete before it is moved in; the checkpoints and records stay beside them. Returns the
+    names written (META lists them, so --overwrite removes those and no others)."""
     tmp = temp_dir(out)
     try:
         (model if adapter else model.merge_and_unload()).to("cpu").save_pretrained(tmp)
         tok.save_pretrained(tmp)
         mode = 0o666 & ~files.umask()
-        for f in sorted(tmp.iterdir()):
-            f.chmod(mode)
-            os.replace(f, out / f.name)
+        names = sorted(f.name for f in tmp.iterdir())
+        for name in names:
+            (tmp / name).chmod(mode)
+            files.refuse_special(out / name)
+            if (out / name).is_symlink():
+                raise LinkError(f"{out / name}: is a link where icm rl writes the policy")
+            os.replace(tmp / name, out / name)
+        return names
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -428,7 +452,7 @@ def train_policy(
             warnings.simplefilter("ignore")
             trainer = build_trainer(job, show)
             trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-        publish(trainer.model, job.tok, job.out, cfg.adapter)
+        written = publish(trainer.model, job.tok, job.out, cfg.adapter)
         rows = read_progress(job.out / PROGRESS)
         meta = record(
             job,
@@ -437,6 +461,7 @@ def train_policy(
             first=rows[0] if rows else None,
             last=rows[-1] if rows else None,
             seconds=round(time.monotonic() - t0, 1),
+            files=written,
         )
         files.write_json(job.out / META, meta)
         return meta
