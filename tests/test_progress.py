@@ -35,3 +35,28 @@ def test_resumed_bar_starts_where_the_run_stopped(capsys):
     seen = counts(capsys.readouterr().err)
     assert seen[0][0] >= 2 and seen[-1] == (5, 5)
     assert all(a <= b for a, b in seen)
+
+
+def test_a_part_count_ends_at_its_total_and_gives_way_to_the_next_line(capsys):
+    bar = Bar()
+    for done in range(1, 5):
+        bar.part("the batch: concept test, labellings", done, 4)
+    bar.phase("eval: next")
+    err = capsys.readouterr().err
+    assert counts(err)[-1] == (4, 4) and all(a <= b for a, b in counts(err))
+    assert err.rstrip().endswith("icm: eval: next")
+
+
+def test_the_concept_test_counts_the_labellings_it_scores(tmp_path, capsys):
+    """The review can take minutes on a laptop: it says how far it is."""
+    from icm import files
+    from icm.run.driver import Run
+
+    from .test_trust import setup
+
+    cfg, model = setup(tmp_path, iterations=3)
+    Run.create(cfg, tmp_path / "run").execute(model, progress=Bar())
+    err = capsys.readouterr().err
+    seen = [(int(a), int(b)) for a, b in re.findall(r"labellings: .*?(\d+)/(\d+) \[", err)]
+    nulls = files.read_json(tmp_path / "run" / "summary.json")["per_batch"][0]["concept"]["nulls"]
+    assert seen and seen[-1] == (len(nulls) + 1, len(nulls) + 1)

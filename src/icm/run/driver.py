@@ -11,6 +11,7 @@ batches before it.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -193,7 +194,8 @@ class Run:
                 model = models.model_for(b)
                 search = Search(sub.examples, model, task.rule, cfg.search, local[b])
                 labels = [int(r["icm_label"]) for r in rows]
-                summary |= review(search, sub, labels, [cfg.seed, b])
+                told = functools.partial(progress.part, f"{where}: concept test, labellings")
+                summary |= review(search, sub, labels, [cfg.seed, b], told)
                 results.append((rows, summary))
                 if models.sequential and b + 1 < len(parts):
                     models.after(b, rows)

@@ -356,7 +356,13 @@ def finish(search: Search, state: State, data: Dataset, counters: Callable[[], d
     }
 
 
-def review(search: Search, data: Dataset, labels: list[int], seed: list[int]) -> dict:
+def review(
+    search: Search,
+    data: Dataset,
+    labels: list[int],
+    seed: list[int],
+    scored_so_far: Callable[[int, int], None] | None = None,
+) -> dict:
     """What a batch's labels are worth, beside them: the model's zero-shot prior, the concept
     test, and (reporting only, after the search) U of the gold labelling where every row has
     gold, with which of search and objective fell short under the search's order and under a
@@ -366,7 +372,7 @@ def review(search: Search, data: Dataset, labels: list[int], seed: list[int]) ->
         out: dict = {"zero_shot_true": zero_shot_true(search.model, data)}
         fresh = search.reordered(search.cfg.orders)  # an order the search never scored
         rng = np.random.default_rng([*seed, 2**32 - 1])
-        out["concept"] = concept_test(fresh, search.structure, labels, rng)
+        out["concept"] = concept_test(fresh, search.structure, labels, rng, scored_so_far)
         out |= gold_review(search, fresh, data, labels)
     cost = {"calls": used.calls, "tokens": used.tokens, "cached_tokens": used.cached_tokens}
     return out | {"review_cost": cost | {"seconds": round(time.perf_counter() - t0, 3)}}

@@ -24,6 +24,9 @@ class Progress:
     def phase(self, text: str) -> None:
         """A stretch of work that is not a search iteration (final labels, fine-tuning)."""
 
+    def part(self, text: str, done: int, total: int) -> None:
+        """`done` of the `total` parts of a phase (the labellings the concept test scores)."""
+
     def close(self) -> None:
         """The run is over (or stopped): let go of what the progress holds."""
 
@@ -35,6 +38,7 @@ class Bar(Progress):
     def __init__(self, desc: str = "icm") -> None:
         self.desc = desc
         self.bar: tqdm | None = None
+        self.parts: tqdm | None = None
         self.total = self.done = 0
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
@@ -79,7 +83,20 @@ class Bar(Progress):
             self.close()
             print(f"icm: {text}", file=sys.stderr, flush=True)
 
+    def part(self, text: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        with self.lock:
+            if self.parts is None or self.parts.desc != f"icm: {text}":
+                self.close()
+                self.parts = tqdm(total=total, desc=f"icm: {text}", file=sys.stderr)
+            self.parts.update(done - self.parts.n)
+            if done >= total:
+                self.parts.close()
+                self.parts = None
+
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        for bar in (self.bar, self.parts):
+            if bar is not None:
+                bar.close()
+        self.bar = self.parts = None
