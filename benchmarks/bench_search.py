@@ -479,6 +479,18 @@ def last_line(results: dict[str, list[dict]]) -> str:
     )
 
 
+def merged(paths: list[Path]) -> int:
+    """The tables and the last line of the runs in several --json files, as one run prints them."""
+    results: dict[str, list[dict]] = {}
+    for path in paths:
+        for name, runs in json.loads(path.read_text()).items():
+            results.setdefault(name, []).extend(runs)
+    for name, runs in results.items():
+        table(name, runs)
+    print(last_line(results))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=4)
@@ -490,7 +502,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     p.add_argument("--memo", type=Path, help="keep each seed's memo of model calls here")
     p.add_argument("--json", type=Path, help="write every figure to this file")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: the tables and the last line of earlier --json files together "
+        "(e.g. the demo half and the control half, run apart)",
+    )
     args = p.parse_args(argv)
+    if args.merge:
+        return merged(args.merge)
     if args.memo:
         args.memo.mkdir(parents=True, exist_ok=True)
     jobs = [(name, seed, args) for name in args.datasets.split(",") for seed in range(args.seeds)]
