@@ -313,6 +313,18 @@ def test_cli_without_the_key_fails_cleanly(server, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("key", ["sk-abc\r\nX-Evil: 1", "sk-two words", "sk-naïve"])
+def test_an_api_key_that_cannot_go_into_a_header_is_one_line(tmp_path, key):
+    """Refused before any request or folder, and the message never shows the key."""
+    data = str(Path(__file__).parent / "data" / "bad" / "good.jsonl")
+    out = tmp_path / "r"
+    args = ["run", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--data", data]
+    res = icm(*args, "--out", str(out), key=key)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "$ICM_API_KEY holds a space, a line break" in res.stderr
+    assert "sk-" not in res.stderr and not out.exists()
+
+
 def test_an_example_longer_than_the_servers_context_is_refused_before_the_run(server, tmp_path):
     """The server's tokenizer counts the example and its context length bounds it."""
     data = Path(__file__).parent / "data" / "bad" / "too_long.jsonl"

@@ -27,9 +27,17 @@ MAX_DELAY = 30.0
 
 
 def api_key_from_env() -> str | None:
+    """The API key, checked: it goes into an HTTP header, where a line break or another
+    control character would be refused mid-request (the error never shows the key)."""
     for var in API_KEY_VARS:
-        if os.environ.get(var):
-            return os.environ[var]
+        key = os.environ.get(var)
+        if key:
+            if not re.fullmatch(r"[\x21-\x7e]+", key):
+                raise ConfigError(
+                    f"${var} holds a space, a line break or a character outside printable "
+                    "ASCII; an API key goes into an HTTP header as it is"
+                )
+            return key
     return None
 
 
