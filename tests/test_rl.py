@@ -429,3 +429,18 @@ def test_a_link_where_rl_writes_is_refused_before_a_resume_prunes_through_it(tmp
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "checkpoints: is a link where icm rl writes" in err, err
     assert (victim / "checkpoint-7" / "weights.bin").read_text() == "precious"
+
+
+def test_a_recorded_template_that_reaches_into_its_values_is_refused(tmp_path):
+    """A reward-model folder from elsewhere: `{question.__class__}` would put Python's insides
+    into every prompt."""
+    from icm.errors import ConfigError
+    from icm.train.prompts import recorded_template
+
+    folder = tmp_path / "rm"
+    folder.mkdir()
+    files.write_json(folder / META, {"prompt_template": "Q: {question.__class__.__mro__}"})
+    with pytest.raises(ConfigError, match=r"icm_train.json: prompt_template: only plain"):
+        recorded_template(str(folder))
+    files.write_json(folder / META, {"prompt_template": "Query: {question}\nResponse 1:"})
+    assert recorded_template(str(folder)) == "Query: {question}\nResponse 1:"

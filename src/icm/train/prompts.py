@@ -74,7 +74,10 @@ def recorded_template(folder: str) -> str | None:
         return None
     meta = files.read_json(path, "training record")
     template = meta.get("prompt_template") if isinstance(meta, dict) else None
-    return template if isinstance(template, str) and template else None
+    if not (isinstance(template, str) and template):
+        return None
+    template_fields(template, f"{path}: prompt_template")  # a folder from elsewhere: checked
+    return template
 
 
 def pick_template(given: str, *folders: str) -> str:
