@@ -10,6 +10,7 @@ import pytest
 
 from icm import files
 from icm.cli import main
+from icm.errors import IcmError
 from icm.eval import EvalConfig, auc, bootstrap_interval, evaluate, split_groups
 from icm.eval.icl import choose_demos, pgr
 from icm.run import Run
@@ -204,6 +205,15 @@ def test_split_mode_never_shows_a_test_question(tiny_run, default_model):
     assert not test_groups & demo_groups
     held = {rows[i]["consistency_id"] for i in range(8)} & test_groups
     assert result["demos"]["dropped_overlap"] == 4 * len(held)
+
+
+@pytest.mark.slow
+def test_testing_on_the_runs_own_claims_is_one_line(tiny_run, default_model):
+    """Every demonstration would reveal a test claim: said so, not as a token budget."""
+    labels = files.read_jsonl(tiny_run.path / "labels.jsonl")
+    cfg = EvalConfig(test=str(tiny_run.path / "labels.jsonl"), max_demos=8)
+    with pytest.raises(IcmError, match=f"each of the run's {len(labels)} claims is a test claim"):
+        evaluate(tiny_run.path, cfg, default_model)
 
 
 @pytest.mark.slow

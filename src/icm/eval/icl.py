@@ -313,6 +313,11 @@ def _setup(
         asked = {ex.prompt for ex in test.examples}
         overlap = {i for i, ex in enumerate(train.examples) if ex.prompt in asked}
     pool = [i for i in range(len(train)) if i not in overlap]
+    if not pool:
+        raise IcmError(
+            f"{info['test']}: each of the run's {len(train)} claims is a test claim or shares "
+            "its question with one, so none can be a demonstration: test on other claims"
+        )
     if any(train.gold[i] is not None for i in pool):
         pool = [i for i in pool if train.gold[i] is not None]
     budget = cfg.context_tokens or model.max_context
