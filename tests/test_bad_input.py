@@ -131,3 +131,23 @@ def test_a_model_that_is_not_there_is_one_line(model, message, tmp_path):
     p = icm_run({"task": "truthfulqa", "data": "good.jsonl"}, tmp_path / "new", "--model", model)
     assert_clean_error(p, {"expect": [message]})
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("command", ["compare --judge", "rl --reward"])
+def test_a_judge_or_reward_model_that_is_not_there_is_one_line(command, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Say hi."}\n')
+    out = tmp_path / "out"
+    argv = {
+        "compare --judge": ["compare", "default", "default", "--prompts", str(prompts)],
+        "rl --reward": ["rl", "--prompts", str(prompts)],
+    }[command]
+    flag = command.split()[1]
+    p = subprocess.run(
+        [str(ICM), *argv, flag, "/no/such/model", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert_clean_error(p, {"expect": ["/no/such/model: no such model folder"]})
+    assert not out.exists()

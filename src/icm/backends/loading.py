@@ -171,9 +171,15 @@ def resolve(name: str) -> str:
         if not p.is_file():
             raise ModelError(f"{name}: GGUF file not found")
         return str(converted_gguf(p))
+    refuse_missing(name)
+    return name
+
+
+def refuse_missing(name: str) -> None:
+    """A name written as a path (from /, . or ~, or with two slashes) that names nothing is
+    said to be one, not passed on to be read as a Hub id that breaks the Hub's rules."""
     if not Path(name).exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1):
         raise ModelError(f"{name}: no such model folder (a Hugging Face id is NAME or ORG/NAME)")
-    return name
 
 
 def adapter_base(path: str) -> str | None:

@@ -56,9 +56,10 @@ def check_classifier(path: str, what: str = "reward model", trust_remote_code: b
     Loading a causal LM as a classifier would give it a fresh, random head: a reward of noise."""
     import transformers
 
-    from ..backends.loading import quiet
+    from ..backends.loading import quiet, refuse_missing
 
     quiet()
+    refuse_missing(path)
     if Path(path, "adapter_config.json").is_file():
         raise ModelError(f"{path}: a LoRA adapter; a {what} must be a full (merged) model folder")
     try:
