@@ -85,3 +85,20 @@ def test_demo_sizes_are_checked_before_anything_is_written(tmp_path, capsys):
     assert "--claims 7" in capsys.readouterr().err and not out.exists()
     assert main(["demo", "--out", str(out), "--held-out", "1"]) == 2
     assert not out.exists()
+
+
+def test_a_demo_out_that_is_a_file_or_a_link_is_refused_untouched(tmp_path, capsys):
+    from icm.cli import main
+
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path, target_is_directory=True)
+    for out in (mine, link):
+        assert main(["demo", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is a file or a link, not a folder" in err, err
+    assert mine.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "link",
+        "notes.txt",
+    ]

@@ -98,6 +98,8 @@ def prepare(
 ) -> Run:
     """A fresh demo run folder (a previous demo run there is replaced) with the generated
     train and test files in `data/`."""
+    if out.exists() and not out.is_dir() or out.is_symlink():
+        raise RunError(f"{out}: is a file or a link, not a folder: pass another --out")
     folder = RunFolder(out)
     made = folder.made_by_icm and folder.read_config().task == "demo"
     if out.exists() and any(out.iterdir()) and not made:
