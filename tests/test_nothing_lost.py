@@ -398,3 +398,23 @@ def test_a_write_that_fails_names_the_file_asked_for(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(IcmError, match="out.json: is a device, a pipe or a socket"):
         files.write_json(fifo, {})
+
+
+@pytest.mark.parametrize("command", SPECIAL_OUTPUTS)
+def test_an_output_under_a_file_is_refused_before_the_work(made, command):
+    """The folder an output goes into is checked with the output, not when the work is done."""
+    import subprocess
+    import sys
+
+    run, *_ = made
+    name, argv = SPECIAL_OUTPUTS[command]
+    mine = run.parent / "notes.txt"
+    mine.write_text("mine")
+    where = mine / name
+    args = [a.replace("RUN", str(run)).replace("OUT", str(where)) for a in argv]
+    args = [a.replace("DIR", str(where.parent)) for a in args]
+    icm = Path(sys.executable).parent / "icm"
+    p = subprocess.run([icm, *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+    assert f"{mine} is a file, not a folder: choose another output" in p.stderr
+    assert mine.read_text() == "mine"

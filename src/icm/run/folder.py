@@ -442,6 +442,16 @@ def input_files(cfg: RunConfig) -> list[str]:
     ]
 
 
+def _check_parent(out: Path) -> None:
+    """The folder a new output goes into (the nearest that exists) is a folder icm can write,
+    checked before the work that makes the output."""
+    above = next(p for p in out.absolute().parents if p.exists() or p.is_symlink())
+    if not above.is_dir():
+        raise IcmError(f"{out}: {above} is a file, not a folder: choose another output")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise IcmError(f"{out}: cannot write into {above}: choose another output")
+
+
 def _within(p: Path, folder: Path) -> bool:
     try:
         return p.resolve().is_relative_to(folder.resolve())
@@ -478,6 +488,7 @@ def check_output(
     if out.is_symlink():  # refused here, before any output of the command is written
         raise LinkError(f"{out}: is a link; icm never writes through or replaces one")
     if not out.exists():
+        _check_parent(out)
         return out
     files.refuse_special(out)
     if out.is_dir() and not ours:
