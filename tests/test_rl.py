@@ -444,3 +444,16 @@ def test_a_recorded_template_that_reaches_into_its_values_is_refused(tmp_path):
         recorded_template(str(folder))
     files.write_json(folder / META, {"prompt_template": "Query: {question}\nResponse 1:"})
     assert recorded_template(str(folder)) == "Query: {question}\nResponse 1:"
+
+
+def test_the_files_a_meta_lists_never_lead_out_of_the_folder(tmp_path):
+    """An edited or foreign META cannot make --overwrite remove the folder above, or beside."""
+    from icm.train.rl import ours
+
+    out = tmp_path / "policy"
+    out.mkdir()
+    listed = ["..", ".", "", "../x", "/etc/passwd", "a/b", "a\\b", "model.safetensors", 7]
+    files.write_json(out / META, {"kind": "rl", "files": listed})
+    kept = {p.name for p in ours(out)}
+    assert kept == {"checkpoints", "tensorboard", "progress.jsonl", "model.safetensors", META}
+    assert all(p.parent == out for p in ours(out))
