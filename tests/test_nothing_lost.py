@@ -418,3 +418,19 @@ def test_an_output_under_a_file_is_refused_before_the_work(made, command):
     assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
     assert f"{mine} is a file, not a folder: choose another output" in p.stderr
     assert mine.read_text() == "mine"
+
+
+def test_overwrite_removes_a_trained_model_only_under_its_own_name(made):
+    """batches/NNN/finetuned/ is iterative ICM's; a model folder of another name stays, even
+    one icm trained and marked."""
+    from icm.files import TRAINED_META
+
+    run, cfg, _ = made
+    for name in ("finetuned", "my-model"):
+        folder = run / "batches" / "000" / name
+        folder.mkdir()
+        (folder / TRAINED_META).write_text("{}")
+        (folder / "weights.bin").write_text(name)
+    Run.create(cfg, run, overwrite=True)
+    assert not (run / "batches" / "000" / "finetuned").exists()
+    assert (run / "batches" / "000" / "my-model" / "weights.bin").read_text() == "my-model"

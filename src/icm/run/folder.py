@@ -47,6 +47,8 @@ STATE, TRACE, FINAL, LABELS, SUMMARY = (
     "summary.json",
 )
 BATCHES = "batches"
+MODEL_DIR = "finetuned"
+"""The model iterative ICM trains on the batches so far, in each batch's folder."""
 OUTPUTS = (CONFIG, PLAN, LABELS, SUMMARY, STATE, TRACE, FINAL)
 """The files of a run folder that --overwrite may remove (besides batches/)."""
 EXTRA_OUTPUTS: tuple[str, ...] = ("report.html", "eval.json", "eval.md", "eval.png")
@@ -351,7 +353,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove icm's outputs, never another file: what --overwrite replaces. Only icm's file
-        names in icm's layout go (batches/NNN/, chain-C/, a fine-tuned model icm marked); a
+        names in icm's layout go (batches/NNN/, chain-C/, the finetuned/ model icm marked); a
         user's file among them, or a link under one of icm's names, stays."""
         for name in (*OUTPUTS, *EXTRA_OUTPUTS):
             _remove_file(self.path / name)
@@ -369,8 +371,8 @@ class RunFolder:
                 if sub.name.startswith("chain-"):
                     for name in (STATE, TRACE, FINAL):
                         _remove_file(sub / name)
-                elif (sub / TRAINED_META).is_file() and not (sub / TRAINED_META).is_symlink():
-                    shutil.rmtree(sub)  # a model icm trained and marked
+                elif sub.name == MODEL_DIR and (sub / TRAINED_META).is_file():
+                    shutil.rmtree(sub)  # the model icm trained there, and marked
                 _remove_empty(sub)
             _remove_empty(batch)
         _remove_empty(batches)

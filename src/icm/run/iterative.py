@@ -26,10 +26,8 @@ from ..core.model import LabelModel
 from ..tasks import Task
 from ..train import META, TrainConfig
 from .config import RunConfig
-from .folder import RunFolder
+from .folder import MODEL_DIR, RunFolder
 from .labels import labelled_rows
-
-MODEL_DIR = "finetuned"
 
 
 class IterativeModels:
