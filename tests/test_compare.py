@@ -111,8 +111,10 @@ def test_bad_judges_give_one_line(
         for c, y in (("a", True), ("b", False))
     ]
     files.write_jsonl(claims / "labels.jsonl", rows)
+    (tmp_path / "empty").mkdir()
     cases = {
-        str(tmp_path / "nothing"): "cannot load the judge",
+        str(tmp_path / "nothing"): "nothing: no such model folder",
+        str(tmp_path / "empty"): "cannot load the judge",
         default_model_converted: "not a one-output sequence classifier",
         str(claims): "does not compare two responses",
     }

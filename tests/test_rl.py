@@ -247,7 +247,7 @@ def bad_cases(tmp: Path, reward: Path, converted: str) -> dict[str, tuple[list[s
         ),
         "reward missing": (
             ["--reward", str(tmp / "no-rm"), "--prompts", str(good)],
-            "cannot load the reward model",
+            "no-rm: no such model folder",
         ),
         "group size 1": ([*base, "--group-size", "1"], "--group-size must be at least 2"),
         "negative KL": ([*base, "--kl-weight", "-1"], "--kl-weight must be at least 0"),
