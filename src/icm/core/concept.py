@@ -125,17 +125,10 @@ def concept_test(
 ) -> dict:
     """U of `labels` against null labellings of the same shape, under `objective` (a
     demonstration order the search did not use). `scored_so_far(done, total)` hears of each
-    labelling scored, where they are scored one after the other."""
+    labelling scored."""
     nulls = draw_nulls(structure, labels, nulls_for(len(labels)), rng)
-    todo = [list(labels), *nulls]
     with metered() as used:
-        if scored_so_far is None or objective.model.parallel > 1:
-            scored = objective.evaluate_all(todo)
-        else:  # what evaluate_all does for a model that takes one call at a time
-            scored = []
-            for x in todo:
-                scored.append(objective.evaluate(x))
-                scored_so_far(len(scored), len(todo))
+        scored = objective.evaluate_all([list(labels), *nulls], scored_so_far)
     found, us = scored[0].utility, np.array([ev.utility for ev in scored[1:]])
     out = {"utility": found, "nulls": [float(u) for u in us], "null_mean": None, "null_sd": None}
     out["cost"] = {"calls": used.calls, "tokens": used.tokens}

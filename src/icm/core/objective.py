@@ -5,7 +5,7 @@ in parallel, averaged over demonstration orders when asked."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -113,10 +113,15 @@ class Objective:
             self._memo.popitem(last=False)
         return ev
 
-    def evaluate_all(self, candidates: Sequence[Sequence[int]]) -> list[Evaluation]:
+    def evaluate_all(
+        self,
+        candidates: Sequence[Sequence[int]],
+        scored_so_far: Callable[[int, int], None] | None = None,
+    ) -> list[Evaluation]:
         """U of several labellings. Those not scored yet are scored at once when the model can
         take several calls at once (its `parallel`, e.g. a server's streams): the
-        result is the same as one after the other."""
+        result is the same as one after the other. `scored_so_far(done, total)` hears of each
+        labelling as its U is known."""
         todo = list(
             {self._key(c): c for c in candidates if self._key(c) not in self._memo}.values()
         )
@@ -126,7 +131,12 @@ class Objective:
                 terms = list(pool.map(carry_meters(self._terms), todo))
             for cand, t in zip(todo, terms, strict=True):
                 self.evaluate(cand, t)
-        return [self.evaluate(c) for c in candidates]
+        out = []
+        for c in candidates:
+            out.append(self.evaluate(c))
+            if scored_so_far is not None:
+                scored_so_far(len(out), len(candidates))
+        return out
 
     def final_terms(self, labels: Sequence[int]) -> np.ndarray:
         """[log P(False), log P(True)] for every example: labelled ones leave-one-out, the rest
