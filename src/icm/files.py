@@ -163,9 +163,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """`data` into `path` atomically (a temporary file, then a rename); a link at `path` is
     refused, neither replaced nor written through."""
     path = Path(path)
-    if path.is_symlink():
-        raise LinkError(f"{path}: is a link icm did not make; icm never writes through one")
-    refuse_special(path)
+    refuse_replacing(path)
     try:
         fd, tmp = tempfile.mkstemp(
             dir=path.parent, prefix=f".{path.name}{TEMP_MARK}", suffix=".tmp"
@@ -184,6 +182,24 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         if isinstance(e, OSError):
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def refuse_replacing(path: Path) -> None:
+    """What icm never writes over: a link (it did not make) and a special file."""
+    if path.is_symlink():
+        raise LinkError(f"{path}: is a link icm did not make; icm never writes through one")
+    refuse_special(path)
+
+
+def plain_name(name: object) -> bool:
+    """Whether `name`, read from a file icm wrote, names a file in a folder and nothing else:
+    never the folder itself, its parent or a path."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and Path(name).name == name
+        and "\\" not in name
+    )
 
 
 def refuse_special(path: Path) -> None:

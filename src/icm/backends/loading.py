@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from .. import files
 from ..errors import ConfigError, ModelError, pip_hint
 
 DEFAULT_MODEL = "default"
@@ -129,7 +130,7 @@ def cache_problem(folder: Path) -> str | None:
         sums = json.loads((folder / CHECKSUMS).read_text())
         if not isinstance(sums, dict) or "config.json" not in sums:
             return f"has an unreadable {CHECKSUMS}"
-        if any(not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..") for n in sums):
+        if not all(files.plain_name(n) for n in sums):
             return f"has a {CHECKSUMS} that names files outside it"
         state = tuple((n, _stamp(folder / n)) for n in sorted(sums))
     except FileNotFoundError as e:

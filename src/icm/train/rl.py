@@ -176,13 +176,8 @@ def ours(out: Path) -> list[Path]:
     model files its META lists."""
     meta = files.read_json(out / META, "training record") if (out / META).is_file() else {}
     written = meta.get("files") if isinstance(meta, dict) else None
-    names = [n for n in written or [] if isinstance(n, str) and _plain_name(n)]
+    names = [n for n in written or [] if files.plain_name(n)]
     return [out / n for n in (CHECKPOINTS, LOGDIR, PROGRESS, *names, META)]
-
-
-def _plain_name(name: str) -> bool:
-    """A file name in a folder, never a way out of it (`..`, a separator) nor the folder."""
-    return name not in ("", ".", "..") and Path(name).name == name and "\\" not in name
 
 
 def refuse_links(out: Path) -> None:
@@ -423,9 +418,7 @@ def publish(model, tok, out: Path, adapter: bool) -> list[str]:
         names = sorted(f.name for f in tmp.iterdir())
         for name in names:
             (tmp / name).chmod(mode)
-            files.refuse_special(out / name)
-            if (out / name).is_symlink():
-                raise LinkError(f"{out / name}: is a link where icm rl writes the policy")
+            files.refuse_replacing(out / name)
             os.replace(tmp / name, out / name)
         return names
     finally:
