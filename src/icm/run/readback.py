@@ -90,17 +90,19 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
         return next((w for v in value if (w := problem(v, spec[0], name + "[]"))), None)
     if not isinstance(value, dict):
         return f"'{name}' must be an object"
+
+    def inner(k: str) -> str:  # a field's name: top-level fields by their own
+        return f"{name}.{k}" if name else k
+
     if "_" in spec:  # any keys, each value of one type
-        return next(
-            (w for k, v in value.items() if (w := problem(v, spec["_"], f"{name}.{k}"))), None
-        )
+        return next((w for k, v in value.items() if (w := problem(v, spec["_"], inner(k)))), None)
     for key, s in spec.items():
         k = key.rstrip("?")
         if k not in value:
             if key.endswith("?"):
                 continue
-            return f"'{name}.{k}' is missing"
-        why = problem(value[k], s, f"{name}.{k}")
+            return f"'{inner(k)}' is missing"
+        why = problem(value[k], s, inner(k))
         if why:
             return why
     return None
@@ -108,15 +110,7 @@ def problem(value: object, spec: Spec, name: str) -> str | None:
 
 def fields_problem(d: object, fields: dict[str, Spec]) -> str | None:
     """What is wrong with the object `d`, each of whose `fields` must be there."""
-    if not isinstance(d, dict):
-        return "not an object"
-    for k, spec in fields.items():
-        if k not in d:
-            return f"'{k}' is missing"
-        why = problem(d[k], spec, k)
-        if why:
-            return why
-    return None
+    return problem(d, fields, "") if isinstance(d, dict) else "not an object"
 
 
 def summary_problem(summary: object) -> str | None:
